@@ -1,0 +1,264 @@
+#include "cluster/comm.hpp"
+
+#include <mpi.h>
+
+#include <cstdlib>
+
+#include "cluster/error.hpp"
+#include "cluster/log.hpp"
+
+#ifdef GRM_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <nccl.h>
+#endif
+
+namespace grm {
+namespace {
+
+void check_mpi(int code, const char* what) {
+  if (code == MPI_SUCCESS) return;
+  char message[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, message, &length);
+  fail("MPI {} failed: {}", what, std::string(message, size_t(length)));
+}
+
+MPI_Datatype mpi_type(const torch::Tensor& t) {
+  switch (t.scalar_type()) {
+    case torch::kFloat32: return MPI_FLOAT;
+    case torch::kFloat64: return MPI_DOUBLE;
+    case torch::kInt64: return MPI_INT64_T;
+    case torch::kInt32: return MPI_INT32_T;
+    default: fail("MPI all-reduce: unsupported dtype {}", c10::toString(t.scalar_type()));
+  }
+}
+
+}  // namespace
+
+#ifdef GRM_CUDA
+#define GRM_NCCL_CHECK(call)                                                                   \
+  do {                                                                                         \
+    ncclResult_t result_ = (call);                                                             \
+    if (result_ != ncclSuccess) fail("NCCL {} failed: {}", #call, ncclGetErrorString(result_)); \
+  } while (0)
+
+struct Comm::Nccl {
+  ncclComm_t comm = nullptr;
+  ncclDataType_t type(const torch::Tensor& t) {
+    switch (t.scalar_type()) {
+      case torch::kFloat32: return ncclFloat32;
+      case torch::kFloat64: return ncclFloat64;
+      case torch::kBFloat16: return ncclBfloat16;
+      case torch::kFloat16: return ncclFloat16;
+      case torch::kInt64: return ncclInt64;
+      default: fail("NCCL all-reduce: unsupported dtype {}", c10::toString(t.scalar_type()));
+    }
+  }
+};
+#else
+struct Comm::Nccl {};
+#endif
+
+bool launched_by_mpi() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(name)) return true;
+  return false;
+}
+
+Comm& Comm::world() {
+  static Comm comm;
+  return comm;
+}
+
+Comm::Comm() {
+  if (!launched_by_mpi()) return;
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) check_mpi(MPI_Init(nullptr, nullptr), "MPI_Init");
+  mpi_ = true;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  MPI_Comm local;
+  check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "split");
+  MPI_Comm_rank(local, &local_rank_);
+  MPI_Comm_free(&local);
+  log::set_rank(rank_, size_);
+#ifdef GRM_CUDA
+  if (size_ > 1 && torch::cuda::is_available()) {
+    // Rank 0 makes the NCCL id and MPI carries it to the others.
+    c10::cuda::set_device(c10::DeviceIndex(local_rank_ % torch::cuda::device_count()));
+    ncclUniqueId id;
+    if (rank_ == 0) GRM_NCCL_CHECK(ncclGetUniqueId(&id));
+    check_mpi(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast(nccl id)");
+    nccl_ = std::make_unique<Nccl>();
+    GRM_NCCL_CHECK(ncclCommInitRank(&nccl_->comm, size_, id, rank_));
+  }
+#endif
+}
+
+void Comm::all_reduce_sum(torch::Tensor& tensor) {
+  if (size_ == 1) return;
+  TORCH_CHECK(tensor.is_contiguous(), "all_reduce_sum needs a contiguous tensor");
+#ifdef GRM_CUDA
+  if (tensor.is_cuda()) {
+    if (!nccl_) fail("NCCL was not initialised for CUDA tensors");
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    GRM_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()), nccl_->type(tensor),
+                                 ncclSum, nccl_->comm, stream.stream()));
+    return;
+  }
+#endif
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), int(tensor.numel()), mpi_type(tensor), MPI_SUM,
+                          MPI_COMM_WORLD),
+            "MPI_Allreduce");
+}
+
+double Comm::all_reduce_sum(double value) {
+  if (size_ == 1) return value;
+  double out = 0;
+  check_mpi(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+  return out;
+}
+
+void Comm::broadcast(torch::Tensor& tensor, int root) {
+  if (size_ == 1) return;
+  TORCH_CHECK(tensor.is_contiguous(), "broadcast needs a contiguous tensor");
+#ifdef GRM_CUDA
+  if (tensor.is_cuda()) {
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    GRM_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()), nccl_->type(tensor),
+                                 root, nccl_->comm, stream.stream()));
+    return;
+  }
+#endif
+  check_mpi(MPI_Bcast(tensor.data_ptr(), int(tensor.numel() * tensor.element_size()), MPI_BYTE, root,
+                      MPI_COMM_WORLD),
+            "MPI_Bcast");
+}
+
+void Comm::barrier() {
+  if (size_ > 1) check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+}
+
+void Comm::abort(int code) {
+  if (mpi_ && size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
+}
+
+void Comm::finalize() {
+#ifdef GRM_CUDA
+  if (nccl_ && nccl_->comm) ncclCommDestroy(nccl_->comm);
+#endif
+  int finalized = 0;
+  if (mpi_) MPI_Finalized(&finalized);
+  if (mpi_ && !finalized) MPI_Finalize();
+  mpi_ = false;
+}
+
+// ---- gradient buckets ----
+
+struct GradientAllReducer::Bucket {
+  std::vector<size_t> parameters;  // indices into parameters_
+  std::vector<int64_t> offsets;    // element offset of each parameter in `flat`
+  torch::Tensor flat;              // (n) gradients laid end to end
+  size_t ready = 0;
+  bool launched = false;
+  MPI_Request request = MPI_REQUEST_NULL;
+#ifdef GRM_CUDA
+  std::unique_ptr<at::cuda::CUDAEvent> done;
+#endif
+};
+
+GradientAllReducer::GradientAllReducer(std::vector<torch::Tensor> parameters, Comm& comm, int64_t bucket_bytes)
+    : parameters_(std::move(parameters)), comm_(comm) {
+  // Backward produces gradients roughly in reverse order of the forward, so buckets are filled from the end.
+  for (size_t k = parameters_.size(); k-- > 0;) {
+    const auto& p = parameters_[k];
+    if (buckets_.empty() || buckets_.back()->offsets.back() * int64_t(p.element_size()) >= bucket_bytes) {
+      buckets_.push_back(std::make_unique<Bucket>());
+      buckets_.back()->offsets.push_back(0);
+    }
+    auto& bucket = *buckets_.back();
+    bucket.parameters.push_back(k);
+    bucket.offsets.push_back(bucket.offsets.back() + p.numel());
+  }
+  for (auto& bucket : buckets_)
+    bucket->flat = torch::zeros({bucket->offsets.back()}, parameters_[bucket->parameters.front()].options());
+  if (comm_.size() == 1) return;  // nothing to reduce, no hooks
+  for (size_t b = 0; b < buckets_.size(); ++b)
+    for (size_t slot = 0; slot < buckets_[b]->parameters.size(); ++slot) {
+      auto& p = parameters_[buckets_[b]->parameters[slot]];
+      p.register_hook([this, b, slot](torch::Tensor grad) {
+        on_gradient(b, slot, grad);
+        return grad;
+      });
+    }
+}
+
+GradientAllReducer::~GradientAllReducer() {
+  for (auto& bucket : buckets_)
+    if (bucket->request != MPI_REQUEST_NULL) MPI_Request_free(&bucket->request);
+}
+
+void GradientAllReducer::arm() {
+  armed_ = true;
+  for (auto& bucket : buckets_) bucket->ready = 0, bucket->launched = false;
+}
+
+void GradientAllReducer::on_gradient(size_t b, size_t slot, const torch::Tensor& grad) {
+  if (!armed_) return;
+  auto& bucket = *buckets_[b];
+  const auto& p = parameters_[bucket.parameters[slot]];
+  // The step's gradient is what .grad will hold after accumulation: earlier micro-batches plus this one.
+  auto view = bucket.flat.narrow(0, bucket.offsets[slot], p.numel()).view_as(p);
+  if (p.grad().defined())
+    torch::add_out(view, p.grad(), grad);
+  else
+    view.copy_(grad);
+  if (++bucket.ready == bucket.parameters.size()) launch(bucket);
+}
+
+void GradientAllReducer::launch(Bucket& bucket) {
+  bucket.launched = true;
+  bucket.flat.div_(comm_.size());
+#ifdef GRM_CUDA
+  if (bucket.flat.is_cuda()) {
+    comm_.all_reduce_sum(bucket.flat);  // enqueued on the current stream: ordered after the gradient copies
+    bucket.done = std::make_unique<at::cuda::CUDAEvent>();
+    bucket.done->record(c10::cuda::getCurrentCUDAStream());
+    return;
+  }
+#endif
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, bucket.flat.data_ptr(), int(bucket.flat.numel()), mpi_type(bucket.flat),
+                           MPI_SUM, MPI_COMM_WORLD, &bucket.request),
+            "MPI_Iallreduce");
+}
+
+void GradientAllReducer::synchronize() {
+  if (comm_.size() == 1) return;
+  for (auto& bucket : buckets_) {
+    if (!armed_ || !bucket->launched) {
+      // Hooks did not run for every parameter (not armed, or some were unused): reduce from .grad.
+      for (size_t slot = 0; slot < bucket->parameters.size(); ++slot) {
+        const auto& p = parameters_[bucket->parameters[slot]];
+        auto view = bucket->flat.narrow(0, bucket->offsets[slot], p.numel()).view_as(p);
+        if (p.grad().defined()) view.copy_(p.grad()); else view.zero_();
+      }
+      launch(*bucket);
+    }
+    if (bucket->request != MPI_REQUEST_NULL) check_mpi(MPI_Wait(&bucket->request, MPI_STATUS_IGNORE), "MPI_Wait");
+#ifdef GRM_CUDA
+    if (bucket->done) bucket->done->block(c10::cuda::getCurrentCUDAStream());
+#endif
+    for (size_t slot = 0; slot < bucket->parameters.size(); ++slot) {
+      auto& p = parameters_[bucket->parameters[slot]];
+      auto view = bucket->flat.narrow(0, bucket->offsets[slot], p.numel()).view_as(p);
+      if (p.grad().defined()) p.mutable_grad().copy_(view); else p.mutable_grad() = view.clone();
+    }
+  }
+  armed_ = false;
+}
+
+}  // namespace grm

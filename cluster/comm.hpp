@@ -1,0 +1,68 @@
+// Processes and communication. Comm is the MPI world of a `grm` stage: started under mpirun/srun it
+// has K ranks, started alone it is one rank without touching MPI at all. Gradients are averaged across
+// ranks by GradientAllReducer in flattened buckets (MPI on CPU, NCCL on GPU builds), each bucket launched
+// from autograd hooks as soon as all of its gradients exist, so communication overlaps the rest of the
+// backward pass. Knows nothing of models.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace grm {
+
+class Comm {
+ public:
+  // The process-wide world, initialised on first use (MPI_Init only under a launcher).
+  static Comm& world();
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool is_root() const { return rank_ == 0; }
+  int local_rank() const { return local_rank_; }
+
+  void all_reduce_sum(torch::Tensor& tensor);  // in place; CPU tensors via MPI, CUDA via NCCL
+  double all_reduce_sum(double value);
+  void broadcast(torch::Tensor& tensor, int root = 0);  // in place
+  void barrier();
+  // Ends every rank of the job: one failing rank must never leave the others waiting.
+  [[noreturn]] void abort(int code);
+  void finalize();
+
+ private:
+  Comm();
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  bool mpi_ = false;
+  struct Nccl;
+  std::unique_ptr<Nccl> nccl_;
+};
+
+// True when this process was started by an MPI launcher (mpirun, srun with PMI/PMIx).
+bool launched_by_mpi();
+
+// Averages gradients of `parameters` over the world after backward(). Bucket boundaries follow the
+// parameters in reverse registration order (the order backward produces them).
+class GradientAllReducer {
+ public:
+  GradientAllReducer(std::vector<torch::Tensor> parameters, Comm& comm, int64_t bucket_bytes = 16 << 20);
+  ~GradientAllReducer();
+  // Call before the backward() whose gradients complete the step (the last micro-batch): hooks then
+  // launch each bucket's all-reduce as soon as its gradients are ready.
+  void arm();
+  // Waits for every bucket, then writes the averaged gradients into .grad. Buckets whose hooks did not
+  // fire (parameters unused this step) are reduced here.
+  void synchronize();
+  int64_t n_buckets() const { return int64_t(buckets_.size()); }
+
+ private:
+  struct Bucket;
+  void on_gradient(size_t bucket, size_t slot, const torch::Tensor& grad);
+  void launch(Bucket& bucket);
+  std::vector<torch::Tensor> parameters_;
+  Comm& comm_;
+  std::vector<std::unique_ptr<Bucket>> buckets_;
+  bool armed_ = false;
+};
+
+}  // namespace grm

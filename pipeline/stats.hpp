@@ -1,0 +1,24 @@
+// Summary statistics for reports: means with 95% confidence intervals over seeds (Student t, since
+// sweeps have a handful of seeds), or the bootstrap interval a stage computed over prompts.
+#pragma once
+
+#include <vector>
+
+namespace grm {
+
+struct Estimate {
+  double mean = 0;
+  double lo = 0;  // 95% interval; equal to mean when there is none
+  double hi = 0;
+  int n = 0;  // values averaged (seeds)
+  bool has_interval() const { return hi > lo; }
+};
+
+// Mean and t-interval of `values`; a single value has no interval.
+Estimate estimate(const std::vector<double>& values);
+// Two-sided 95% Student t quantile for `degrees` degrees of freedom.
+double t_quantile_95(int degrees);
+// Whether the two estimates' intervals are disjoint (both must have one).
+bool intervals_disjoint(const Estimate& a, const Estimate& b);
+
+}  // namespace grm

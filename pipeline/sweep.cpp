@@ -1,0 +1,92 @@
+#include "pipeline/sweep.hpp"
+
+namespace grm {
+
+namespace {
+
+struct Axis {
+  std::string key;
+  YAML::Node key_node;
+  std::vector<YAML::Node> values;
+};
+
+std::string label_text(const YAML::Node& value) {
+  if (value.IsScalar()) return value.Scalar();
+  std::string text = dump_yaml(value);
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+std::vector<Axis> read_axes(const SweepConfig& sweep, const std::string& file, const ConfigKeyCheck& check) {
+  std::vector<Axis> axes;
+  if (!sweep.keys.IsDefined() || sweep.keys.IsNull()) return axes;
+  if (!sweep.keys.IsMap()) {
+    fail("{}: 'sweep.keys' must be a map from dotted key to a list of values",
+         config_detail::location(file, sweep.keys));
+  }
+  for (const auto& item : sweep.keys) {
+    Axis axis{item.first.Scalar(), item.first, {}};
+    if (!item.second.IsSequence() || item.second.size() == 0) {
+      fail("{}: sweep key '{}' needs a non-empty list of values, e.g. [0, 0.01]",
+           config_detail::location(file, item.first), axis.key);
+    }
+    for (const auto& value : item.second) {
+      if (check) check(axis.key, value, file);
+      axis.values.push_back(value);
+    }
+    axes.push_back(std::move(axis));
+  }
+  return axes;
+}
+
+// Index tuples into the axes' value lists, in the documented order.
+std::vector<std::vector<std::size_t>> combinations(const std::vector<Axis>& axes, const std::string& mode,
+                                                   const std::string& file) {
+  std::vector<std::vector<std::size_t>> result;
+  if (axes.empty()) return {{}};
+  if (mode == "zip") {
+    for (const auto& axis : axes) {
+      if (axis.values.size() != axes[0].values.size()) {
+        fail("{}: sweep mode zip needs lists of equal length: '{}' has {} values, '{}' has {}",
+             config_detail::location(file, axis.key_node), axes[0].key, axes[0].values.size(), axis.key,
+             axis.values.size());
+      }
+    }
+    for (std::size_t i = 0; i < axes[0].values.size(); ++i) result.emplace_back(axes.size(), i);
+    return result;
+  }
+  std::vector<std::size_t> index(axes.size(), 0);
+  while (true) {
+    result.push_back(index);
+    std::size_t digit = axes.size();
+    while (digit > 0 && ++index[digit - 1] == axes[digit - 1].values.size()) index[--digit] = 0;
+    if (digit == 0) return result;
+  }
+}
+
+}  // namespace
+
+std::vector<SweepPoint> expand_sweep(const YAML::Node& experiment, const std::string& file,
+                                     const ConfigKeyCheck& check) {
+  YAML::Node base = experiment.IsDefined() && !experiment.IsNull() ? YAML::Clone(experiment)
+                                                                   : YAML::Node(YAML::NodeType::Map);
+  SweepConfig sweep;
+  if (experiment.IsMap() && experiment["sweep"]) {
+    config_detail::decode(experiment["sweep"], sweep, config_detail::Context{file, "sweep", nullptr});
+    base.remove("sweep");
+  }
+  std::vector<Axis> axes = read_axes(sweep, file, check);
+  std::vector<SweepPoint> points;
+  for (const auto& index : combinations(axes, sweep.mode, file)) {
+    SweepPoint point{YAML::Clone(base), {}};
+    for (std::size_t a = 0; a < axes.size(); ++a) {
+      const YAML::Node& value = axes[a].values[index[a]];
+      set_yaml_path(point.config, axes[a].key, value, config_detail::location(file, axes[a].key_node));
+      point.labels[axes[a].key] = label_text(value);
+    }
+    points.push_back(std::move(point));
+  }
+  return points;
+}
+
+}  // namespace grm

@@ -1,0 +1,51 @@
+// Sweep expansion: an experiment's `sweep:` section turns one YAML experiment into a list of points,
+//
+//   sweep:
+//     mode: product            # or zip: the i-th values of every key together
+//     keys:
+//       rm.method: [bt, grm]
+//       rm.alpha: [0, 0.01]
+//
+// Each point is the experiment with the `sweep` section removed and the point's values set at their
+// dotted paths, plus labels (key -> value text) naming the point. Order is deterministic: keys in file
+// order, the first key varying slowest (nested loops). Recommended use, so errors carry line numbers:
+//
+//   YAML::Node root = load_yaml_file(path);
+//   for (const auto& s : sets) apply_checked_override<Experiment>(root, s);
+//   read_config<Experiment>(root, path);                        // validate the base before anything runs
+//   for (const auto& point : expand_sweep(root, path, config_key_check<Experiment>()))
+//     Experiment experiment = read_config<Experiment>(point.config, path);
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "cluster/config.hpp"
+
+namespace grm {
+
+// The `sweep:` section as a config struct, so an experiment struct can declare it as a field.
+struct SweepConfig {
+  std::string mode = "product";
+  YAML::Node keys;  // dotted key -> list of values; a map kept in file order
+  template <class V>
+  void visit(V& v) {
+    v("mode", mode, {"product", "zip"});
+    v("keys", keys);
+  }
+};
+
+struct SweepPoint {
+  YAML::Node config;                          // the experiment at this point, without `sweep`
+  std::map<std::string, std::string> labels;  // sweep key ("rm.alpha") -> value as written ("0.01")
+};
+
+// `check` (e.g. config_key_check<Experiment>()) validates each key and value against the experiment's
+// type; errors name `file` and the line of the offending key or value.
+std::vector<SweepPoint> expand_sweep(const YAML::Node& experiment, const std::string& file,
+                                     const ConfigKeyCheck& check = {});
+
+}  // namespace grm

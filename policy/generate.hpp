@@ -1,0 +1,39 @@
+// Batched incremental decoding with a preallocated KV cache: prompts are left-padded into one batch,
+// the prompt is run once (prefill), then one token per step for every row until each row has produced
+// an EOS id or max_new_tokens. Rows that finished keep decoding padding (cheaper than reshaping the
+// batch on a CPU); their outputs are cut at the EOS.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "policy/model.hpp"
+#include "policy/sampler.hpp"
+
+namespace grm {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 64;
+  SamplingOptions sampling;
+  std::vector<int64_t> eos_ids;  // empty: never stop early
+  int64_t pad_id = 0;
+  uint64_t seed = 0;             // the same seed, prompts and batch give the same samples
+  int64_t batch_size = 64;       // rows decoded together
+};
+
+struct Generation {
+  std::vector<std::vector<int64_t>> tokens;  // per row: new tokens, EOS included when one was drawn
+  std::vector<bool> stopped_at_eos;
+  int64_t generated_tokens = 0;              // total tokens decoded over all rows (throughput accounting)
+};
+
+// One output row per prompt (repeat a prompt to draw several samples). progress(done, total) is called
+// after each batch.
+Generation generate(CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
+                    const GenerateOptions& options,
+                    const std::function<void(int64_t, int64_t)>& progress = nullptr);
+
+}  // namespace grm

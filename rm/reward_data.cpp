@@ -1,0 +1,49 @@
+#include "rm/reward_data.hpp"
+
+#include <algorithm>
+
+#include "policy/chat_template.hpp"
+
+namespace grm {
+
+EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::string& prompt,
+                                       const std::string& response, int64_t max_length) {
+  EncodedSequence out;
+  auto joint = tokenize_prompt_response(tokenizer, prompt, response);
+  out.ids = std::move(joint.ids);
+  out.response_start = int64_t(joint.response_begin);
+  if (max_length > 0 && int64_t(out.ids.size()) > max_length) {
+    bool keep_bos = tokenizer.bos_id && !out.ids.empty() && out.ids.front() == *tokenizer.bos_id;
+    int64_t drop = int64_t(out.ids.size()) - max_length;
+    auto first = out.ids.begin() + (keep_bos ? 1 : 0);
+    out.ids.erase(first, first + drop);
+    out.response_start = std::max<int64_t>(keep_bos ? 1 : 0, out.response_start - drop);
+  }
+  return out;
+}
+
+Batch collate(const std::vector<const EncodedSequence*>& sequences, int64_t pad_id) {
+  int64_t N = int64_t(sequences.size()), T = 1;
+  for (const auto* s : sequences) T = std::max<int64_t>(T, int64_t(s->ids.size()));
+  Batch batch;
+  batch.ids = torch::full({N, T}, pad_id, torch::kInt64);
+  batch.mask = torch::zeros({N, T}, torch::kInt64);
+  batch.response_mask = torch::zeros({N, T}, torch::kInt64);
+  batch.response_tokens = torch::zeros({N}, torch::kInt64);
+  auto ids = batch.ids.accessor<int64_t, 2>();
+  auto mask = batch.mask.accessor<int64_t, 2>();
+  auto response = batch.response_mask.accessor<int64_t, 2>();
+  for (int64_t n = 0; n < N; ++n) {
+    const auto& s = *sequences[size_t(n)];
+    for (int64_t t = 0; t < int64_t(s.ids.size()); ++t) {
+      ids[n][t] = s.ids[size_t(t)];
+      mask[n][t] = 1;
+      response[n][t] = t >= s.response_start ? 1 : 0;
+    }
+    batch.response_tokens[n] = int64_t(s.ids.size()) - std::min<int64_t>(s.response_start, int64_t(s.ids.size()));
+    batch.n_tokens += int64_t(s.ids.size());
+  }
+  return batch;
+}
+
+}  // namespace grm

@@ -1,0 +1,36 @@
+// Turning (prompt, response) texts into model inputs: one joint tokenization with the response span
+// known (so prompt tokens can be masked out of log-prob sums), left truncation that keeps the response's
+// end (where the reward is read) and the BOS token, and right-padded batches.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "policy/tokenizer.hpp"
+
+namespace grm {
+
+struct EncodedSequence {
+  std::vector<int64_t> ids;
+  int64_t response_start = 0;  // ids[response_start..] are response tokens
+};
+
+// prompt + response tokenized together (policy/chat_template.hpp tokenize_prompt_response), then cut to
+// max_length tokens from the left, keeping BOS.
+EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::string& prompt,
+                                       const std::string& response, int64_t max_length);
+
+struct Batch {
+  torch::Tensor ids;            // (N, T) right-padded
+  torch::Tensor mask;           // (N, T) 1 for real tokens
+  torch::Tensor response_mask;  // (N, T) 1 for response tokens
+  torch::Tensor response_tokens;  // (N) number of response tokens
+  int64_t n_tokens = 0;           // real tokens in the batch
+};
+
+Batch collate(const std::vector<const EncodedSequence*>& sequences, int64_t pad_id);
+
+}  // namespace grm

@@ -1,0 +1,48 @@
+// Scorer: anything that turns (prompt, response) pairs into rewards, behind one interface — a reward
+// model directory (one model, or an ensemble folder with ensemble.json), a served reward model over HTTP
+// (`url`), or a built-in programmatic oracle. Used for evaluation, labelling, Best-of-N and PPO.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cluster/config.hpp"
+#include "rm/reward_server.hpp"
+
+namespace grm {
+
+struct ScorerConfig {
+  std::string model;       // reward model directory
+  std::string url;         // http://host:port/get_reward of `grm serve`
+  std::string token_file;  // bearer token for url, read from this file
+  std::string oracle;      // built-in programmatic scorer, e.g. "story"
+  int64_t batch_size = 32;
+  std::string device = "auto";
+  template <class V>
+  void visit(V& v) {
+    v("model", model);
+    v("url", url);
+    v("token_file", token_file);
+    v("oracle", oracle);
+    v("batch_size", batch_size);
+    v("device", device, Choices{"auto", "cpu", "cuda"});
+  }
+};
+
+class Scorer {
+ public:
+  virtual ~Scorer() = default;
+  virtual std::vector<double> score(const std::vector<ScoreItem>& items) = 0;
+};
+
+// Exactly one of model / url / oracle must be set; config_dir resolves relative model names.
+std::unique_ptr<Scorer> make_scorer(const ScorerConfig& config, const std::string& config_dir = "");
+// A reward model (or ensemble) directory scored in-process.
+std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size = 32,
+                                          const std::string& device = "auto");
+
+// Ensemble combination of member rewards (K members) per item: mean, min, or mean - lambda * std.
+double combine_ensemble(const std::vector<double>& member_rewards, const std::string& combine, double lambda);
+
+}  // namespace grm

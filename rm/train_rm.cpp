@@ -1,0 +1,400 @@
+#include "rm/train_rm.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <thread>
+
+#include "cluster/atomic_file.hpp"
+#include "cluster/comm.hpp"
+#include "cluster/error.hpp"
+#include "cluster/log.hpp"
+#include "policy/model_path.hpp"
+#include "policy/safetensors.hpp"
+#include "policy/tokenizer.hpp"
+#include "rm/losses.hpp"
+#include "rm/reward_data.hpp"
+#include "rm/reward_model.hpp"
+
+namespace grm {
+namespace {
+
+namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
+
+struct EncodedPair {
+  EncodedSequence chosen, rejected;
+  double margin = 0;
+  bool tie = false;
+};
+
+std::vector<EncodedPair> encode_pairs(const Tokenizer& tokenizer, const std::vector<PreferencePair>& pairs,
+                                      int64_t max_length) {
+  std::vector<EncodedPair> out(pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    out[i].chosen = encode_prompt_response(tokenizer, pairs[i].prompt, pairs[i].chosen, max_length);
+    out[i].rejected = encode_prompt_response(tokenizer, pairs[i].prompt, pairs[i].rejected, max_length);
+    out[i].margin = pairs[i].margin;
+    out[i].tie = pairs[i].tie;
+  }
+  return out;
+}
+
+std::vector<size_t> permutation(size_t n, uint64_t seed) {
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+torch::Device pick_device(const std::string& name) {
+  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available()) fail("device: cuda requested but no CUDA device is available");
+    return torch::Device(torch::kCUDA, Comm::world().local_rank() % int(torch::cuda::device_count()));
+  }
+  return torch::kCPU;
+}
+
+// Linear warm-up to the peak, then cosine decay to zero.
+double learning_rate(const OptimConfig& o, int64_t step, int64_t total) {
+  int64_t warmup = int64_t(std::ceil(o.warmup_ratio * double(total)));
+  if (step < warmup) return o.lr * double(step + 1) / double(warmup);
+  double progress = double(step - warmup) / double(std::max<int64_t>(1, total - warmup));
+  return o.lr * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+struct StepStats {
+  double loss = 0, reward_loss = 0, reg_loss = 0, correct = 0, pairs = 0, reward_sum = 0, reward_sq = 0, tokens = 0;
+  void add(const StepStats& o) {
+    loss += o.loss, reward_loss += o.reward_loss, reg_loss += o.reg_loss, correct += o.correct, pairs += o.pairs;
+    reward_sum += o.reward_sum, reward_sq += o.reward_sq, tokens += o.tokens;
+  }
+  void all_reduce(Comm& comm) {
+    auto t = torch::tensor({loss, reward_loss, reg_loss, correct, pairs, reward_sum, reward_sq, tokens},
+                           torch::kFloat64);
+    comm.all_reduce_sum(t);
+    auto a = t.accessor<double, 1>();
+    loss = a[0], reward_loss = a[1], reg_loss = a[2], correct = a[3], pairs = a[4], reward_sum = a[5];
+    reward_sq = a[6], tokens = a[7];
+  }
+};
+
+class MemberTrainer {
+ public:
+  MemberTrainer(const TrainRmConfig& config, const std::string& model_dir, const std::vector<EncodedPair>& train,
+                const std::vector<EncodedPair>& heldout, int64_t pad_id, uint64_t seed, std::string member)
+      : c_(config), train_(train), heldout_(heldout), pad_id_(pad_id), seed_(seed), member_(std::move(member)),
+        comm_(Comm::world()), device_(pick_device(config.device)) {
+    model_ = make_reward_model(model_dir, {c_.rm.head, c_.rm.head_hidden}, seed_);
+    bool frozen = c_.rm.method == "frozen" || c_.rm.finetune == "frozen";
+    if (frozen) model_->freeze_backbone();
+    if (c_.rm.finetune == "lora")
+      model_->backbone()->enable_lora({c_.rm.lora.rank, c_.rm.lora.alpha, c_.rm.lora.dropout, c_.rm.lora.targets});
+    model_->to(device_);
+    model_->train();
+    if (c_.rm.method == "grm" && c_.rm.reg == "dpo") {
+      reference_ = load_causal_lm(model_dir);
+      reference_->to(device_);
+      for (auto& p : reference_->parameters()) p.set_requires_grad(false);
+    }
+    for (auto& p : model_->parameters())
+      if (p.requires_grad()) trainable_.push_back(p);
+    optimizer_ = std::make_unique<torch::optim::AdamW>(
+        trainable_, torch::optim::AdamWOptions(c_.optim.lr).weight_decay(c_.optim.weight_decay));
+    reducer_ = std::make_unique<GradientAllReducer>(trainable_, comm_);
+    int64_t global_batch = c_.optim.batch_size * comm_.size() * c_.optim.grad_accum;
+    steps_per_epoch_ = std::max<int64_t>(1, int64_t(train_.size()) / global_batch);
+    total_steps_ = steps_per_epoch_ * c_.optim.epochs;
+    if (c_.optim.max_steps > 0) total_steps_ = std::min(total_steps_, c_.optim.max_steps);
+  }
+
+  // Runs to the end (or stop_after steps); returns the final metrics.
+  TrainRmResult run(const std::string& out_model_dir, const std::string& checkpoint_dir,
+                    const std::string& metrics_path, int64_t stop_after) {
+    int64_t step = resume(checkpoint_dir);
+    if (step > 0) log::info("{}resuming at step {} of {} from {}", tag(), step, total_steps_, checkpoint_dir);
+    else log::info("{}training {} steps ({} pairs, {} per step, {} ranks)", tag(), total_steps_, train_.size(),
+                   c_.optim.batch_size * comm_.size() * c_.optim.grad_accum, comm_.size());
+    StepStats window;
+    auto window_start = std::chrono::steady_clock::now();
+    double tokens_per_second = 0;
+    int64_t executed = 0;
+    while (step < total_steps_) {
+      double lr = learning_rate(c_.optim, step, total_steps_);
+      for (auto& group : optimizer_->param_groups())
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      optimizer_->zero_grad();
+      StepStats stats;
+      for (int64_t micro = 0; micro < c_.optim.grad_accum; ++micro) {
+        if (micro + 1 == c_.optim.grad_accum) reducer_->arm();
+        auto [loss, micro_stats] = forward_loss(batch_indices(step, micro), /*train=*/true);
+        (loss / double(c_.optim.grad_accum)).backward();
+        stats.add(micro_stats);
+      }
+      reducer_->synchronize();
+      if (c_.optim.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(trainable_, c_.optim.max_grad_norm);
+      optimizer_->step();
+      ++step, ++executed;
+      window.add(stats);
+      bool last = step == total_steps_;
+      if (step % c_.log_every == 0 || last) {
+        window.all_reduce(comm_);
+        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+        tokens_per_second = window.tokens / std::max(seconds, 1e-9);
+        log_metrics(metrics_path, step, lr, window, tokens_per_second);
+        window = StepStats();
+        window_start = std::chrono::steady_clock::now();
+      }
+      if ((c_.checkpoint_every > 0 && step % c_.checkpoint_every == 0) || last) save_checkpoint(checkpoint_dir, step);
+      if (stop_after > 0 && executed >= stop_after && !last) return {step, 0, 0, tokens_per_second, false};
+    }
+    TrainRmResult result{step, 0, int64_t(heldout_.size()), tokens_per_second};
+    result.heldout_accuracy = heldout_accuracy();
+    if (comm_.is_root()) {
+      model_->to(torch::kCPU);
+      model_->metadata = {{"method", c_.rm.method}, {"reg", c_.rm.reg}, {"alpha", c_.rm.alpha},
+                          {"beta", c_.rm.beta}, {"max_length", c_.max_length}, {"seed", seed_}};
+      save_reward_model(model_, out_model_dir);
+    }
+    comm_.barrier();
+    return result;
+  }
+
+ private:
+  std::string tag() const { return member_.empty() ? "" : member_ + ": "; }
+
+  // This rank's pairs of micro-batch `micro` of optimizer step `step`: the global batch of the step is a
+  // window of the epoch's permutation, cut into (micro-batch, rank) slices.
+  std::vector<size_t> batch_indices(int64_t step, int64_t micro) const {
+    int64_t epoch = step / steps_per_epoch_, in_epoch = step % steps_per_epoch_;
+    auto order = permutation(train_.size(), seed_ * 1000003ULL + uint64_t(epoch));
+    int64_t B = c_.optim.batch_size, global = B * comm_.size() * c_.optim.grad_accum;
+    int64_t begin = in_epoch * global + (micro * comm_.size() + comm_.rank()) * B;
+    std::vector<size_t> out;
+    for (int64_t i = 0; i < B; ++i) out.push_back(order[size_t(begin + i) % order.size()]);
+    return out;
+  }
+
+  std::pair<torch::Tensor, StepStats> forward_loss(const std::vector<size_t>& indices, bool train) {
+    const auto& pairs = train ? train_ : heldout_;
+    std::vector<const EncodedSequence*> sequences;
+    for (size_t i : indices) sequences.push_back(&pairs[i].chosen);
+    for (size_t i : indices) sequences.push_back(&pairs[i].rejected);
+    auto batch = collate(sequences, pad_id_);
+    auto ids = batch.ids.to(device_), mask = batch.mask.to(device_), response = batch.response_mask.to(device_);
+    int64_t B = int64_t(indices.size());
+    bool grm = c_.rm.method == "grm";
+    auto out = model_->forward(ids, mask, /*want_logits=*/grm);
+    auto r_chosen = out.rewards.narrow(0, 0, B), r_rejected = out.rewards.narrow(0, B, B);
+    std::vector<float> margins, ties;
+    for (size_t i : indices) margins.push_back(float(pairs[i].margin)), ties.push_back(pairs[i].tie ? 1.f : 0.f);
+    auto margin = torch::tensor(margins).to(device_), tie = torch::tensor(ties).to(device_);
+
+    torch::Tensor reward_loss;
+    if (c_.rm.method == "margin") {
+      reward_loss = margin_loss(r_chosen, r_rejected, c_.rm.margin_scale * margin);
+    } else if (c_.rm.method == "label_smooth") {
+      reward_loss = label_smooth_loss(r_chosen, r_rejected, c_.rm.label_smoothing);
+    } else {
+      // Kept ties pull both rewards together: label smoothing at 0.5 for those pairs.
+      auto d = r_chosen - r_rejected;
+      auto per_pair = -F::logsigmoid(d) * (1 - tie) - 0.5 * (F::logsigmoid(d) + F::logsigmoid(-d)) * tie;
+      reward_loss = per_pair.mean();
+    }
+    torch::Tensor loss = reward_loss, reg = torch::zeros({}, reward_loss.options());
+    if (grm) {
+      auto logp = response_logprobs(out.logits, ids, response);  // (2B)
+      auto logp_c = logp.narrow(0, 0, B), logp_r = logp.narrow(0, B, B);
+      if (c_.rm.reg == "sft") {
+        reg = sft_reg(logp_c, c_.rm.beta);
+      } else if (c_.rm.reg == "sft_nll") {
+        reg = sft_nll_reg(logp_c, batch.response_tokens.narrow(0, 0, B).to(device_));
+      } else if (c_.rm.reg == "dpo_noref") {
+        reg = dpo_noref_reg(logp_c, logp_r, c_.rm.beta);
+      } else {
+        torch::Tensor ref;
+        {
+          torch::NoGradGuard no_grad;
+          ref = response_logprobs(reference_->forward(ids, mask).logits, ids, response);
+        }
+        reg = dpo_reg(logp_c, logp_r, ref.narrow(0, 0, B), ref.narrow(0, B, B), c_.rm.beta);
+      }
+      loss = grm_loss(reward_loss, reg, c_.rm.alpha);
+    }
+    StepStats s;
+    auto detached = out.rewards.detach().to(torch::kCPU).to(torch::kFloat64);
+    s.loss = loss.item<double>() * double(B);
+    s.reward_loss = reward_loss.item<double>() * double(B);
+    s.reg_loss = reg.item<double>() * double(B);
+    s.correct = ((r_chosen > r_rejected).to(torch::kFloat32) * (1 - tie)).sum().item<double>();
+    s.pairs = double(B) - tie.sum().item<double>();
+    s.reward_sum = detached.sum().item<double>();
+    s.reward_sq = detached.pow(2).sum().item<double>();
+    s.tokens = double(batch.n_tokens);
+    return {loss, s};
+  }
+
+  double heldout_accuracy() {
+    if (heldout_.empty()) return 0;
+    torch::NoGradGuard no_grad;
+    model_->eval();
+    StepStats total;
+    int64_t B = std::max<int64_t>(1, c_.optim.batch_size);
+    // Ranks split the held-out pairs; counts are summed.
+    for (int64_t begin = comm_.rank() * B; begin < int64_t(heldout_.size()); begin += B * comm_.size()) {
+      std::vector<size_t> indices;
+      for (int64_t i = begin; i < std::min<int64_t>(begin + B, int64_t(heldout_.size())); ++i) indices.push_back(size_t(i));
+      total.add(forward_loss(indices, /*train=*/false).second);
+    }
+    total.all_reduce(comm_);
+    model_->train();
+    return total.pairs > 0 ? total.correct / total.pairs : 0;
+  }
+
+  void log_metrics(const std::string& path, int64_t step, double lr, const StepStats& s, double tokens_per_second) {
+    if (!comm_.is_root()) return;
+    double n = std::max(1.0, s.pairs), n_rewards = std::max(1.0, 2 * n);
+    double mean = s.reward_sum / n_rewards, var = std::max(0.0, s.reward_sq / n_rewards - mean * mean);
+    nlohmann::json line = {{"step", step},
+                           {"epoch", double(step) / double(steps_per_epoch_)},
+                           {"loss", s.loss / n},
+                           {"reward_loss", s.reward_loss / n},
+                           {"reg_loss", s.reg_loss / n},
+                           {"accuracy", s.correct / n},
+                           {"reward_mean", mean},
+                           {"reward_std", std::sqrt(var)},
+                           {"tokens_per_s", tokens_per_second},
+                           {"lr", lr}};
+    if (!member_.empty()) line["member"] = member_;
+    append_line(path, line.dump());
+    log::info("{}step {}/{} loss {:.4f} (reward {:.4f}, reg {:.4f}) acc {:.3f} reward {:.3f}±{:.3f} {:.0f} tok/s",
+              tag(), step, total_steps_, s.loss / n, s.reward_loss / n, s.reg_loss / n, s.correct / n, mean,
+              std::sqrt(var), tokens_per_second);
+  }
+
+  // checkpoint/step_N/{weights.safetensors, optimizer.pt} and checkpoint/latest naming it, written last.
+  void save_checkpoint(const std::string& dir, int64_t step) {
+    if (comm_.is_root()) {
+      auto step_dir = fs::path(dir) / fmt::format("step_{}", step);
+      fs::create_directories(step_dir);
+      std::map<std::string, torch::Tensor> weights;
+      for (const auto& p : model_->named_parameters()) weights[p.key()] = p.value();
+      weights["__rng_state__"] = at::detail::getDefaultCPUGenerator().get_state();
+      save_safetensors((step_dir / "weights.safetensors").string(), weights);
+      torch::save(*optimizer_, (step_dir / "optimizer.pt.tmp").string());
+      fs::rename(step_dir / "optimizer.pt.tmp", step_dir / "optimizer.pt");
+      write_file_atomic((fs::path(dir) / "latest").string(), fmt::format("step_{}\n", step));
+      for (const auto& entry : fs::directory_iterator(dir))
+        if (entry.is_directory() && entry.path().filename() != step_dir.filename()) fs::remove_all(entry.path());
+    }
+    comm_.barrier();
+  }
+
+  int64_t resume(const std::string& dir) {
+    auto latest = fs::path(dir) / "latest";
+    if (!fs::exists(latest)) return 0;
+    std::string name = read_file(latest.string());
+    name.erase(name.find_last_not_of(" \n") + 1);
+    auto step_dir = fs::path(dir) / name;
+    auto weights = load_safetensors((step_dir / "weights.safetensors").string());
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : model_->named_parameters()) {
+        auto it = weights.find(p.key());
+        if (it == weights.end())
+          fail("{}: checkpoint lacks '{}' (was it written by another configuration? delete {} to restart)",
+               step_dir.string(), p.key(), dir);
+        p.value().copy_(it->second);
+      }
+    }
+    auto generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(weights.at("__rng_state__"));
+    torch::load(*optimizer_, (step_dir / "optimizer.pt").string());
+    return std::stoll(name.substr(5));
+  }
+
+  const TrainRmConfig& c_;
+  const std::vector<EncodedPair>& train_;
+  const std::vector<EncodedPair>& heldout_;
+  int64_t pad_id_;
+  uint64_t seed_;
+  std::string member_;
+  Comm& comm_;
+  torch::Device device_;
+  RewardModel model_{nullptr};
+  CausalLM reference_{nullptr};
+  std::vector<torch::Tensor> trainable_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<GradientAllReducer> reducer_;
+  int64_t steps_per_epoch_ = 1, total_steps_ = 1;
+};
+
+}  // namespace
+
+TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string& out_dir,
+                                 const std::string& config_dir, int64_t stop_after_steps) {
+  auto& comm = Comm::world();
+  int64_t threads = config.threads > 0 ? config.threads
+                                       : std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()) / comm.size());
+  torch::set_num_threads(int(threads));
+  std::string model_dir = resolve_model_path(config.model, config_dir);
+  auto tokenizer = load_tokenizer(model_dir);
+  DataReport report;
+  auto pairs = read_preferences(config.data, &report);
+  if (pairs.size() < 2) fail("{}: only {} usable preference pairs; need at least 2", config.data.path, pairs.size());
+  auto order = permutation(pairs.size(), config.seed);
+  size_t n_heldout = size_t(std::floor(config.eval_fraction * double(pairs.size())));
+  std::vector<PreferencePair> train_pairs, heldout_pairs;
+  for (size_t i = 0; i < order.size(); ++i) (i < n_heldout ? heldout_pairs : train_pairs).push_back(pairs[order[i]]);
+  auto train = encode_pairs(*tokenizer, train_pairs, config.max_length);
+  auto heldout = encode_pairs(*tokenizer, heldout_pairs, config.max_length);
+  int64_t pad_id = tokenizer->pad_id.value_or(0);
+
+  fs::create_directories(out_dir);
+  std::string metrics = (fs::path(out_dir) / "metrics.jsonl").string();
+  auto model_out = fs::path(out_dir) / "model";
+  bool ensemble = config.rm.method == "ensemble";
+  int64_t members = ensemble ? config.rm.ensemble.members : 1;
+  if (members < 1) fail("rm.ensemble.members must be at least 1, got {}", members);
+  TrainRmResult result;
+  double accuracy_sum = 0;
+  for (int64_t k = 0; k < members; ++k) {
+    auto member_dir = ensemble ? model_out / fmt::format("member_{}", k) : model_out;
+    if (ensemble && fs::exists(member_dir / "config.json")) {
+      log::info("member {} already trained", k);
+      continue;
+    }
+    auto checkpoint = fs::path(out_dir) / "checkpoint" / (ensemble ? fmt::format("member_{}", k) : "main");
+    MemberTrainer trainer(config, model_dir, train, heldout, pad_id, config.seed + uint64_t(k),
+                          ensemble ? fmt::format("member {}", k) : "");
+    result = trainer.run(member_dir.string(), checkpoint.string(), metrics, stop_after_steps);
+    if (!result.finished) return result;  // stopped early, as if killed
+    accuracy_sum += result.heldout_accuracy;
+  }
+  if (comm.is_root()) {
+    copy_tokenizer_files(model_dir, model_out.string());
+    if (ensemble) {
+      nlohmann::json e = {{"members", members}, {"combine", config.rm.ensemble.combine},
+                          {"lambda", config.rm.ensemble.lambda}};
+      write_file_atomic((model_out / "ensemble.json").string(), e.dump(2));
+      result.heldout_accuracy = accuracy_sum / double(members);
+    }
+    nlohmann::json summary = {{"steps", result.steps},
+                              {"heldout_accuracy", result.heldout_accuracy},
+                              {"heldout_pairs", result.heldout_pairs},
+                              {"train_pairs", train.size()},
+                              {"tokens_per_s", result.tokens_per_second},
+                              {"data", {{"records", report.records}, {"pairs", report.pairs},
+                                        {"skipped", report.skipped}, {"ties_dropped", report.ties_dropped},
+                                        {"ties_kept", report.ties_kept}}}};
+    write_file_atomic((fs::path(out_dir) / "summary.json").string(), summary.dump(2));
+    log::info("held-out accuracy {:.4f} on {} pairs", result.heldout_accuracy, result.heldout_pairs);
+  }
+  return result;
+}
+
+}  // namespace grm

@@ -1,0 +1,140 @@
+// Reward-model training: GRM and every baseline, one rank or data-parallel under mpirun.
+//   method bt | margin | label_smooth      the reward loss alone
+//   method frozen                          bt with the backbone frozen (only the head trains)
+//   method ensemble                        `ensemble.members` bt models from seeds seed, seed+1, ...
+//   method grm                             (1 - alpha) * bt + alpha * reg, reg in sft | sft_nll | dpo_noref | dpo
+// Each rank reads a disjoint, deterministic shard of every epoch's seeded permutation; gradients are
+// averaged in buckets (cluster/comm.hpp). AdamW, cosine schedule with linear warm-up, clipping and
+// accumulation. Checkpoints (weights, optimizer, step, RNG) are written atomically every
+// checkpoint_every steps, and a restarted run resumes from the last one to the same final parameters.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cluster/config.hpp"
+#include "rm/preference_data.hpp"
+
+namespace grm {
+
+struct LoraConfig {
+  int64_t rank = 8;
+  double alpha = 16;
+  double dropout = 0.0;
+  std::vector<std::string> targets = {"q", "k", "v", "o"};
+  template <class V>
+  void visit(V& v) {
+    v("rank", rank);
+    v("alpha", alpha);
+    v("dropout", dropout);
+    v("targets", targets);
+  }
+};
+
+struct EnsembleConfig {
+  int64_t members = 3;
+  std::string combine = "mean";  // mean | min | mean_minus_std
+  double lambda = 1.0;           // mean - lambda * std
+  template <class V>
+  void visit(V& v) {
+    v("members", members);
+    v("combine", combine, Choices{"mean", "min", "mean_minus_std"});
+    v("lambda", lambda);
+  }
+};
+
+struct RmConfig {
+  std::string method = "bt";
+  std::string reg = "sft";
+  double alpha = 0.01;
+  double beta = 0.1;
+  double label_smoothing = 0.1;
+  double margin_scale = 1.0;  // margin loss uses margin_scale * data margin
+  std::string head = "mlp";
+  int64_t head_hidden = 1024;
+  std::string finetune = "full";  // full | lora | frozen
+  LoraConfig lora;
+  EnsembleConfig ensemble;
+  template <class V>
+  void visit(V& v) {
+    v("method", method, Choices{"bt", "margin", "label_smooth", "ensemble", "frozen", "grm"});
+    v("reg", reg, Choices{"sft", "sft_nll", "dpo_noref", "dpo"});
+    v("alpha", alpha);
+    v("beta", beta);
+    v("label_smoothing", label_smoothing);
+    v("margin_scale", margin_scale);
+    v("head", head, Choices{"linear", "mlp", "mlp2"});
+    v("head_hidden", head_hidden);
+    v("finetune", finetune, Choices{"full", "lora", "frozen"});
+    v("lora", lora);
+    v("ensemble", ensemble);
+  }
+};
+
+struct OptimConfig {
+  double lr = 1e-4;
+  double weight_decay = 0.0;
+  double warmup_ratio = 0.05;
+  int64_t epochs = 1;
+  int64_t batch_size = 8;   // pairs per rank per micro-batch
+  int64_t grad_accum = 1;
+  double max_grad_norm = 1.0;
+  int64_t max_steps = 0;    // 0: as many as the epochs give
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr);
+    v("weight_decay", weight_decay);
+    v("warmup_ratio", warmup_ratio);
+    v("epochs", epochs);
+    v("batch_size", batch_size);
+    v("grad_accum", grad_accum);
+    v("max_grad_norm", max_grad_norm);
+    v("max_steps", max_steps);
+  }
+};
+
+struct TrainRmConfig {
+  std::string model = "tinystories-656k";  // directory or name (policy/model_path.hpp)
+  int64_t max_length = 256;
+  uint64_t seed = 0;
+  DataConfig data;
+  double eval_fraction = 0.1;  // held out from data for accuracy at the end
+  RmConfig rm;
+  OptimConfig optim;
+  int64_t log_every = 10;
+  int64_t checkpoint_every = 50;
+  int64_t threads = 0;          // LibTorch threads per rank; 0: cores / ranks
+  std::string device = "auto";  // auto | cpu | cuda
+  template <class V>
+  void visit(V& v) {
+    v("model", model);
+    v("max_length", max_length);
+    v("seed", seed);
+    v("data", data);
+    v("eval_fraction", eval_fraction);
+    v("rm", rm);
+    v("optim", optim);
+    v("log_every", log_every);
+    v("checkpoint_every", checkpoint_every);
+    v("threads", threads);
+    v("device", device, Choices{"auto", "cpu", "cuda"});
+  }
+};
+
+struct TrainRmResult {
+  int64_t steps = 0;
+  double heldout_accuracy = 0;
+  int64_t heldout_pairs = 0;
+  double tokens_per_second = 0;
+  bool finished = true;  // false when stopped early by stop_after_steps
+};
+
+// Trains into out_dir: model/ (the reward model, HF layout, tokenizer files beside it; an ensemble has
+// member_K/ folders and ensemble.json), metrics.jsonl, summary.json, checkpoint/.
+// config_dir: the config file's folder, for model lookup. stop_after_steps (tests): return after that many
+// optimizer steps without finishing, as a killed run would.
+TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string& out_dir,
+                                 const std::string& config_dir = "", int64_t stop_after_steps = 0);
+
+}  // namespace grm
