@@ -43,10 +43,23 @@ torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& mask) {
   return (x * m).sum() / m.sum().clamp_min(1);
 }
 
+torch::Tensor masked_moments(const torch::Tensor& x, const torch::Tensor& mask) {
+  auto m = mask.to(torch::kFloat64);
+  auto x64 = x.to(torch::kFloat64) * m;
+  return torch::stack({m.sum(), x64.sum(), (x64 * x64).sum()});
+}
+
+torch::Tensor whiten(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& moments) {
+  auto count = moments[0].clamp_min(1);
+  auto mean = moments[1] / count;
+  // E[x^2] - E[x]^2 in float64; clamped because rounding can take it just below zero.
+  auto variance = (moments[2] / count - mean * mean).clamp_min(0);
+  auto scale = torch::rsqrt(variance + 1e-8);
+  return ((x - mean.to(x.scalar_type())) * scale.to(x.scalar_type())) * mask.to(x.scalar_type());
+}
+
 torch::Tensor whiten(const torch::Tensor& x, const torch::Tensor& mask) {
-  auto mean = masked_mean(x, mask);
-  auto variance = masked_mean((x - mean).pow(2), mask);
-  return (x - mean) * torch::rsqrt(variance + 1e-8) * mask.to(x.scalar_type());
+  return whiten(x, mask, masked_moments(x, mask));
 }
 
 torch::Tensor clipped_policy_loss(const torch::Tensor& logp, const torch::Tensor& old_logp,
@@ -61,6 +74,16 @@ torch::Tensor clipped_value_loss(const torch::Tensor& values, const torch::Tenso
                                  const torch::Tensor& returns, const torch::Tensor& mask, double clip) {
   auto clipped = old_values + (values - old_values).clamp(-clip, clip);
   return 0.5 * masked_mean(torch::max((values - returns).pow(2), (clipped - returns).pow(2)), mask);
+}
+
+void RunningMoments::add(double batch_count, double batch_sum, double batch_sum_squares) {
+  if (batch_count <= 0) return;
+  double batch_mean = batch_sum / batch_count;
+  double batch_m2 = std::max(0.0, batch_sum_squares - batch_count * batch_mean * batch_mean);
+  double total = count + batch_count, delta = batch_mean - mean;
+  mean += delta * batch_count / total;
+  m2 += batch_m2 + delta * delta * count * batch_count / total;
+  count = total;
 }
 
 void KlController::update(double measured_kl, int64_t n_samples) {

@@ -98,10 +98,23 @@ bool parse_record(const json& record, const DataConfig& c, const std::string& fo
     if (prompt != prompt_r) throw BadRecord("chosen and rejected conversations differ before the last message");
     pair.prompt = prompt, pair.chosen = chosen, pair.rejected = rejected;
   } else if (format == "transcript") {
-    auto [prompt, chosen] = split_transcript(string_field(record, c.chosen_field), c.chosen_field);
-    auto [prompt_r, rejected] = split_transcript(string_field(record, c.rejected_field), c.rejected_field);
-    if (prompt != prompt_r) throw BadRecord("chosen and rejected transcripts differ before the last Assistant turn");
-    pair.prompt = prompt, pair.chosen = chosen, pair.rejected = rejected;
+    std::string chosen = string_field(record, c.chosen_field), rejected = string_field(record, c.rejected_field);
+    auto [prompt, chosen_response] = split_transcript(chosen, c.chosen_field);
+    auto [prompt_r, rejected_response] = split_transcript(rejected, c.rejected_field);
+    if (prompt != prompt_r) {
+      // Some dialogues (HH-RLHF) diverge before the last turn: the prompt is then their shared part, up to
+      // the last Assistant turn both still have in common, and each response is the rest of its dialogue.
+      size_t common = 0;
+      while (common < chosen.size() && common < rejected.size() && chosen[common] == rejected[common]) ++common;
+      static const std::string kMarker = "\n\nAssistant:";
+      size_t at = chosen.substr(0, common).rfind(kMarker);
+      if (at == std::string::npos)
+        throw BadRecord("chosen and rejected transcripts share no Assistant turn before they differ");
+      prompt = chosen.substr(0, at + kMarker.size());
+      chosen_response = chosen.substr(prompt.size());
+      rejected_response = rejected.substr(prompt.size());
+    }
+    pair.prompt = prompt, pair.chosen = chosen_response, pair.rejected = rejected_response;
   } else if (format == "rated") {
     auto [prompt_a, a] = split_conversation(field(record, c.a_field), c.a_field);
     auto [prompt_b, b] = split_conversation(field(record, c.b_field), c.b_field);

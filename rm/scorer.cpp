@@ -1,6 +1,8 @@
 #include "rm/scorer.hpp"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -36,19 +38,24 @@ class ModelScorer : public Scorer {
   }
   std::vector<double> score(const std::vector<ScoreItem>& items) override {
     torch::NoGradGuard no_grad;
-    std::vector<double> out;
-    out.reserve(items.size());
-    for (size_t begin = 0; begin < items.size(); begin += size_t(batch_size_)) {
-      size_t end = std::min(items.size(), begin + size_t(batch_size_));
-      std::vector<EncodedSequence> encoded;
-      for (size_t i = begin; i < end; ++i)
-        encoded.push_back(encode_prompt_response(*tokenizer_, items[i].prompt, items[i].response, max_length_));
+    std::vector<EncodedSequence> encoded;
+    encoded.reserve(items.size());
+    for (const auto& item : items)
+      encoded.push_back(encode_prompt_response(*tokenizer_, item.prompt, item.response, max_length_));
+    // Batches of similar lengths waste little on padding; results go back in the callers' order.
+    std::vector<size_t> order(items.size());
+    std::iota(order.begin(), order.end(), size_t(0));
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return encoded[a].ids.size() < encoded[b].ids.size(); });
+    std::vector<double> out(items.size());
+    for (size_t begin = 0; begin < order.size(); begin += size_t(batch_size_)) {
+      size_t end = std::min(order.size(), begin + size_t(batch_size_));
       std::vector<const EncodedSequence*> pointers;
-      for (const auto& e : encoded) pointers.push_back(&e);
+      for (size_t i = begin; i < end; ++i) pointers.push_back(&encoded[order[i]]);
       auto batch = collate(pointers, tokenizer_->pad_id.value_or(0));
       auto rewards = model_->forward(batch.ids.to(device_), batch.mask.to(device_)).rewards.to(torch::kCPU);
       auto a = rewards.accessor<float, 1>();
-      for (int64_t i = 0; i < rewards.size(0); ++i) out.push_back(double(a[i]));
+      for (size_t i = begin; i < end; ++i) out[order[i]] = double(a[int64_t(i - begin)]);
     }
     return out;
   }
@@ -100,16 +107,53 @@ class HttpScorer : public Scorer {
   RewardClient client_;
 };
 
+// Occurrences of one word in the response (ASCII case-insensitive, whole words only: "happy," counts,
+// "unhappy" does not), capped so that a policy optimised against it has a bounded target: the simplest
+// proxy that a policy can visibly over-optimise.
+double count_word(const std::string& text, const std::string& word, int64_t cap) {
+  auto is_word_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '\''; };
+  auto lower = [](char c) { return char(std::tolower(static_cast<unsigned char>(c))); };
+  int64_t count = 0;
+  for (size_t i = 0; i + word.size() <= text.size() && count < cap; ++i) {
+    if (i > 0 && is_word_char(text[i - 1])) continue;
+    size_t k = 0;
+    while (k < word.size() && lower(text[i + k]) == lower(word[k])) ++k;
+    if (k == word.size() && (i + k == text.size() || !is_word_char(text[i + k]))) ++count;
+  }
+  return double(count);
+}
+
+// "story" (rm/story_oracle.hpp) or "word:WORD[:MAX]" (count_word, MAX 5 by default).
 class OracleScorer : public Scorer {
  public:
   explicit OracleScorer(const std::string& name) {
-    if (name != "story") fail("oracle '{}' is not known (built-in: story)", name);
+    if (name == "story") return;
+    if (name.rfind("word:", 0) == 0) {
+      word_ = name.substr(5);
+      if (auto colon = word_.find(':'); colon != std::string::npos) {
+        std::string cap = word_.substr(colon + 1);
+        word_.resize(colon);
+        char* end = nullptr;
+        cap_ = std::strtoll(cap.c_str(), &end, 10);
+        if (cap.empty() || *end != '\0' || cap_ < 1)
+          fail("oracle '{}': the cap after the word must be a positive integer, e.g. word:happy:5", name);
+      }
+      if (word_.empty()) fail("oracle '{}': name the word, e.g. word:happy", name);
+      return;
+    }
+    fail("oracle '{}' is not known (built-in: story, word:WORD[:MAX])", name);
   }
   std::vector<double> score(const std::vector<ScoreItem>& items) override {
     std::vector<double> out;
-    for (const auto& item : items) out.push_back(story_oracle_score(item.prompt, item.response));
+    for (const auto& item : items)
+      out.push_back(word_.empty() ? story_oracle_score(item.prompt, item.response)
+                                  : count_word(item.response, word_, cap_));
     return out;
   }
+
+ private:
+  std::string word_;  // empty for the story oracle
+  int64_t cap_ = 5;
 };
 
 }  // namespace

@@ -4,8 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <numeric>
-#include <random>
 #include <thread>
 
 #include "cluster/atomic_file.hpp"
@@ -13,11 +11,11 @@
 #include "cluster/error.hpp"
 #include "cluster/log.hpp"
 #include "policy/model_path.hpp"
-#include "policy/safetensors.hpp"
 #include "policy/tokenizer.hpp"
 #include "rm/losses.hpp"
 #include "rm/reward_data.hpp"
 #include "rm/reward_model.hpp"
+#include "rm/train_state.hpp"
 
 namespace grm {
 namespace {
@@ -43,30 +41,6 @@ std::vector<EncodedPair> encode_pairs(const Tokenizer& tokenizer, const std::vec
   return out;
 }
 
-std::vector<size_t> permutation(size_t n, uint64_t seed) {
-  std::vector<size_t> order(n);
-  std::iota(order.begin(), order.end(), size_t(0));
-  std::mt19937_64 rng(seed);
-  std::shuffle(order.begin(), order.end(), rng);
-  return order;
-}
-
-torch::Device pick_device(const std::string& name) {
-  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
-    if (!torch::cuda::is_available()) fail("device: cuda requested but no CUDA device is available");
-    return torch::Device(torch::kCUDA, Comm::world().local_rank() % int(torch::cuda::device_count()));
-  }
-  return torch::kCPU;
-}
-
-// Linear warm-up to the peak, then cosine decay to zero.
-double learning_rate(const OptimConfig& o, int64_t step, int64_t total) {
-  int64_t warmup = int64_t(std::ceil(o.warmup_ratio * double(total)));
-  if (step < warmup) return o.lr * double(step + 1) / double(warmup);
-  double progress = double(step - warmup) / double(std::max<int64_t>(1, total - warmup));
-  return o.lr * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
-}
-
 struct StepStats {
   double loss = 0, reward_loss = 0, reg_loss = 0, correct = 0, pairs = 0, reward_sum = 0, reward_sq = 0, tokens = 0;
   void add(const StepStats& o) {
@@ -88,7 +62,7 @@ class MemberTrainer {
   MemberTrainer(const TrainRmConfig& config, const std::string& model_dir, const std::vector<EncodedPair>& train,
                 const std::vector<EncodedPair>& heldout, int64_t pad_id, uint64_t seed, std::string member)
       : c_(config), train_(train), heldout_(heldout), pad_id_(pad_id), seed_(seed), member_(std::move(member)),
-        comm_(Comm::world()), device_(pick_device(config.device)) {
+        comm_(Comm::world()), device_(training_device(config.device)) {
     model_ = make_reward_model(model_dir, {c_.rm.head, c_.rm.head_hidden}, seed_);
     bool frozen = c_.rm.method == "frozen" || c_.rm.finetune == "frozen";
     if (frozen) model_->freeze_backbone();
@@ -124,9 +98,8 @@ class MemberTrainer {
     double tokens_per_second = 0;
     int64_t executed = 0;
     while (step < total_steps_) {
-      double lr = learning_rate(c_.optim, step, total_steps_);
-      for (auto& group : optimizer_->param_groups())
-        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      double lr = scheduled_learning_rate(c_.optim.lr, c_.optim.warmup_ratio, step, total_steps_);
+      set_learning_rate(*optimizer_, lr);
       optimizer_->zero_grad();
       StepStats stats;
       for (int64_t micro = 0; micro < c_.optim.grad_accum; ++micro) {
@@ -276,45 +249,18 @@ class MemberTrainer {
               std::sqrt(var), tokens_per_second);
   }
 
-  // checkpoint/step_N/{weights.safetensors, optimizer.pt} and checkpoint/latest naming it, written last.
   void save_checkpoint(const std::string& dir, int64_t step) {
-    if (comm_.is_root()) {
-      auto step_dir = fs::path(dir) / fmt::format("step_{}", step);
-      fs::create_directories(step_dir);
-      std::map<std::string, torch::Tensor> weights;
-      for (const auto& p : model_->named_parameters()) weights[p.key()] = p.value();
-      weights["__rng_state__"] = at::detail::getDefaultCPUGenerator().get_state();
-      save_safetensors((step_dir / "weights.safetensors").string(), weights);
-      torch::save(*optimizer_, (step_dir / "optimizer.pt.tmp").string());
-      fs::rename(step_dir / "optimizer.pt.tmp", step_dir / "optimizer.pt");
-      write_file_atomic((fs::path(dir) / "latest").string(), fmt::format("step_{}\n", step));
-      for (const auto& entry : fs::directory_iterator(dir))
-        if (entry.is_directory() && entry.path().filename() != step_dir.filename()) fs::remove_all(entry.path());
-    }
-    comm_.barrier();
+    auto tensors = named_parameters_with_prefix(*model_, "");
+    tensors["__rng_state__"] = cpu_rng_state();
+    grm::save_checkpoint(dir, step, tensors, {{"optimizer", optimizer_.get()}}, comm_);
   }
 
   int64_t resume(const std::string& dir) {
-    auto latest = fs::path(dir) / "latest";
-    if (!fs::exists(latest)) return 0;
-    std::string name = read_file(latest.string());
-    name.erase(name.find_last_not_of(" \n") + 1);
-    auto step_dir = fs::path(dir) / name;
-    auto weights = load_safetensors((step_dir / "weights.safetensors").string());
-    {
-      torch::NoGradGuard no_grad;
-      for (auto& p : model_->named_parameters()) {
-        auto it = weights.find(p.key());
-        if (it == weights.end())
-          fail("{}: checkpoint lacks '{}' (was it written by another configuration? delete {} to restart)",
-               step_dir.string(), p.key(), dir);
-        p.value().copy_(it->second);
-      }
-    }
-    auto generator = at::detail::getDefaultCPUGenerator();
-    generator.set_state(weights.at("__rng_state__"));
-    torch::load(*optimizer_, (step_dir / "optimizer.pt").string());
-    return std::stoll(name.substr(5));
+    auto checkpoint = load_checkpoint(dir, {{"optimizer", optimizer_.get()}});
+    if (!checkpoint) return 0;
+    restore_parameters(*model_, *checkpoint, "");
+    set_cpu_rng_state(checkpoint->at("__rng_state__"));
+    return checkpoint->step;
   }
 
   const TrainRmConfig& c_;
@@ -373,6 +319,7 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
                           ensemble ? fmt::format("member {}", k) : "");
     result = trainer.run(member_dir.string(), checkpoint.string(), metrics, stop_after_steps);
     if (!result.finished) return result;  // stopped early, as if killed
+    if (comm.is_root()) copy_tokenizer_files(model_dir, member_dir.string());
     accuracy_sum += result.heldout_accuracy;
   }
   if (comm.is_root()) {

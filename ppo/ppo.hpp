@@ -1,0 +1,181 @@
+// PPO against a proxy reward, evaluated by a gold reward: the over-optimization experiment's RL half.
+// May include cluster/, policy/ and rm/; nothing includes it but pipeline/.
+//
+// Each step, every rank samples `samples_per_prompt` responses for its own `rollout_batch` prompts (a
+// disjoint shard of a seeded permutation of the training prompts), scores them with the proxy, and
+// trains:
+//   actor      the policy (all weights, or LoRA adapters), started from `policy`
+//   reference  a frozen copy of the initial policy
+//   critic     a reward model whose head is read at every position: a new linear head on its own copy
+//              of the policy (critic.init: policy), or the proxy reward model itself (critic.init: rm)
+//   reward     proxy score at the response's last token (optionally normalised by running statistics)
+//              minus kl.coef * KL per token (estimator k1 or k3; fixed, or adaptive toward kl.target)
+//   update     GAE(gamma, lambda), whitened advantages, clipped policy and value losses and an entropy
+//              bonus, `ppo_epochs` passes over minibatches of `minibatch_size` rows, gradients averaged
+//              over ranks (cluster/comm.hpp), separate AdamW optimizers for actor and critic.
+// Every eval_every steps (and at step 0 and the end) the held-out prompts are sampled once more and the
+// samples give mean proxy and gold reward, KL(pi || pi_ref) as the sum over response tokens of
+// log pi - log pi_ref, and mean response length.
+//
+// Writes into the output directory:
+//   ppo_curve.jsonl  {"step","kl","proxy","gold","length","samples"} per evaluation (gold null without one)
+//   metrics.jsonl    {"step","policy_loss","value_loss","entropy","kl","kl_coef","score","return",
+//                     "clipfrac","tokens_per_s","samples_per_s",...} per step
+//   policy/          the final actor (Hugging Face layout, LoRA merged) with the tokenizer files
+//   checkpoint/      actor, critic, both optimizers, KL coefficient, reward statistics, RNG, step
+//   summary.json     the first and last evaluation and throughput
+// A killed run restarted with the same arguments resumes from its last checkpoint to the same final
+// parameters as an uninterrupted run.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cluster/config.hpp"
+#include "rm/scorer.hpp"
+#include "rm/train_rm.hpp"
+
+namespace grm {
+
+struct KlConfig {
+  double coef = 0.05;            // initial beta of the per-token penalty
+  std::string estimator = "k1";  // k1: log pi - log pi_ref; k3: exp(-k1) - 1 + k1 (non-negative)
+  double target = 0;             // > 0: adaptive controller toward this KL per sample (nats); 0: fixed coef
+  double horizon = 10000;        // the controller's horizon in samples (Ziegler et al., 2019)
+  template <class V>
+  void visit(V& v) {
+    v("coef", coef);
+    v("estimator", estimator, Choices{"k1", "k3"});
+    v("target", target);
+    v("horizon", horizon);
+  }
+};
+
+struct CriticConfig {
+  std::string init = "policy";    // policy: new head on a copy of the policy; rm: the proxy reward model
+  std::string head = "linear";    // init policy: linear | mlp | mlp2
+  int64_t head_hidden = 256;      // width of the mlp heads
+  std::string finetune = "full";  // full | lora | head (backbone frozen)
+  double lr = 0;                  // 0: the actor's lr
+  template <class V>
+  void visit(V& v) {
+    v("init", init, Choices{"policy", "rm"});
+    v("head", head, Choices{"linear", "mlp", "mlp2"});
+    v("head_hidden", head_hidden);
+    v("finetune", finetune, Choices{"full", "lora", "head"});
+    v("lr", lr);
+  }
+};
+
+struct PpoConfig {
+  std::string policy = "tinystories-656k";  // directory or name (policy/model_path.hpp)
+  // Prompts: JSONL files of {"id", "prompt"} records, or inline lists (tests, quick runs).
+  std::string prompts_train;
+  std::string prompts_eval;
+  std::vector<std::string> prompts;       // instead of prompts_train
+  std::vector<std::string> eval_prompts;  // instead of prompts_eval
+  int64_t max_prompt_tokens = 128;        // longer prompts keep their last tokens (and BOS)
+  ScorerConfig proxy;                     // what PPO optimises
+  std::optional<ScorerConfig> gold;       // evaluation only
+  std::string finetune = "full";          // full | lora
+  LoraConfig lora;
+  CriticConfig critic;
+  KlConfig kl;
+  bool reward_norm = false;  // scores minus running mean, over running std
+  double gamma = 1.0;
+  double lambda = 0.95;
+  double clip = 0.2;        // policy ratio clip
+  double value_clip = 0.2;  // how far a value may move from its rollout value before clipping
+  double vf_coef = 0.5;
+  double entropy_coef = 0.0;
+  int64_t rollout_batch = 16;      // prompts per step per rank
+  int64_t samples_per_prompt = 2;  // responses per prompt
+  int64_t minibatch_size = 16;     // rollout rows per optimizer update per rank
+  int64_t ppo_epochs = 2;
+  double lr = 1e-5;
+  double weight_decay = 0.0;
+  double warmup_ratio = 0.0;
+  std::string lr_schedule = "constant";  // constant | cosine (over all optimizer updates)
+  double max_grad_norm = 1.0;            // per model; 0: no clipping
+  int64_t max_new_tokens = 48;
+  double temperature = 1.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  int64_t steps = 100;
+  int64_t eval_every = 10;
+  int64_t n_eval_prompts = 64;
+  int64_t eval_samples_per_prompt = 1;
+  uint64_t seed = 0;
+  int64_t checkpoint_every = 20;
+  int64_t threads = 0;          // LibTorch threads per rank; 0: cores / ranks
+  std::string device = "auto";  // auto | cpu | cuda
+  template <class V>
+  void visit(V& v) {
+    v("policy", policy);
+    v("prompts_train", prompts_train);
+    v("prompts_eval", prompts_eval);
+    v("prompts", prompts);
+    v("eval_prompts", eval_prompts);
+    v("max_prompt_tokens", max_prompt_tokens);
+    v("proxy", proxy);
+    v("gold", gold);
+    v("finetune", finetune, Choices{"full", "lora"});
+    v("lora", lora);
+    v("critic", critic);
+    v("kl", kl);
+    v("reward_norm", reward_norm);
+    v("gamma", gamma);
+    v("lambda", lambda);
+    v("clip", clip);
+    v("value_clip", value_clip);
+    v("vf_coef", vf_coef);
+    v("entropy_coef", entropy_coef);
+    v("rollout_batch", rollout_batch);
+    v("samples_per_prompt", samples_per_prompt);
+    v("minibatch_size", minibatch_size);
+    v("ppo_epochs", ppo_epochs);
+    v("lr", lr);
+    v("weight_decay", weight_decay);
+    v("warmup_ratio", warmup_ratio);
+    v("lr_schedule", lr_schedule, Choices{"constant", "cosine"});
+    v("max_grad_norm", max_grad_norm);
+    v("max_new_tokens", max_new_tokens);
+    v("temperature", temperature);
+    v("top_k", top_k);
+    v("top_p", top_p);
+    v("steps", steps);
+    v("eval_every", eval_every);
+    v("n_eval_prompts", n_eval_prompts);
+    v("eval_samples_per_prompt", eval_samples_per_prompt);
+    v("seed", seed);
+    v("checkpoint_every", checkpoint_every);
+    v("threads", threads);
+    v("device", device, Choices{"auto", "cpu", "cuda"});
+  }
+  // Checks what can be checked without files: exactly one source per prompt set, positive sizes.
+  void validate() const;
+};
+
+struct EvalPoint {
+  int64_t step = 0;
+  double kl = 0, proxy = 0, length = 0;
+  std::optional<double> gold;
+};
+
+struct PpoResult {
+  int64_t steps = 0;
+  std::vector<EvalPoint> curve;  // the evaluations this call made (a resumed run: from its restart on)
+  double samples_per_second = 0;
+  double tokens_per_second = 0;
+  bool finished = true;  // false when stopped early by stop_after_steps
+};
+
+// Trains into out_dir (see above). config_dir: the config file's folder, for model and prompt-file
+// lookup. stop_after_steps (tests): return after that many PPO steps without finishing, as a killed run
+// would.
+PpoResult train_ppo(const PpoConfig& config, const std::string& out_dir, const std::string& config_dir = "",
+                    int64_t stop_after_steps = 0);
+
+}  // namespace grm

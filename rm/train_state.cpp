@@ -1,0 +1,107 @@
+#include "rm/train_state.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include "cluster/atomic_file.hpp"
+#include "cluster/comm.hpp"
+#include "cluster/error.hpp"
+#include "policy/safetensors.hpp"
+
+namespace grm {
+
+namespace fs = std::filesystem;
+
+torch::Device training_device(const std::string& name) {
+  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available()) fail("device: cuda requested but no CUDA device is available");
+    return torch::Device(torch::kCUDA, Comm::world().local_rank() % int(torch::cuda::device_count()));
+  }
+  return torch::kCPU;
+}
+
+std::vector<size_t> permutation(size_t n, uint64_t seed) {
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+double scheduled_learning_rate(double peak, double warmup_ratio, int64_t step, int64_t total, bool cosine) {
+  int64_t warmup = int64_t(std::ceil(warmup_ratio * double(total)));
+  if (step < warmup) return peak * double(step + 1) / double(warmup);
+  if (!cosine) return peak;
+  double progress = double(step - warmup) / double(std::max<int64_t>(1, total - warmup));
+  return peak * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+void set_learning_rate(torch::optim::AdamW& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+}
+
+std::map<std::string, torch::Tensor> named_parameters_with_prefix(const torch::nn::Module& module,
+                                                                  const std::string& prefix) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : module.named_parameters()) out[prefix + p.key()] = p.value();
+  return out;
+}
+
+torch::Tensor cpu_rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
+
+void set_cpu_rng_state(const torch::Tensor& state) {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  generator.set_state(state);
+}
+
+void save_checkpoint(const std::string& dir, int64_t step, const std::map<std::string, torch::Tensor>& tensors,
+                     const NamedOptimizers& optimizers, Comm& comm) {
+  if (comm.is_root()) {
+    auto step_dir = fs::path(dir) / fmt::format("step_{}", step);
+    fs::create_directories(step_dir);
+    save_safetensors((step_dir / "weights.safetensors").string(), tensors);
+    for (const auto& [name, optimizer] : optimizers) {
+      auto path = step_dir / (name + ".pt");
+      torch::save(*optimizer, path.string() + ".tmp");
+      fs::rename(path.string() + ".tmp", path);
+    }
+    write_file_atomic((fs::path(dir) / "latest").string(), fmt::format("step_{}\n", step));
+    for (const auto& entry : fs::directory_iterator(dir))
+      if (entry.is_directory() && entry.path().filename() != step_dir.filename()) fs::remove_all(entry.path());
+  }
+  comm.barrier();
+}
+
+const torch::Tensor& LoadedCheckpoint::at(const std::string& name) const {
+  auto it = tensors.find(name);
+  if (it == tensors.end())
+    fail("{}: checkpoint lacks '{}' (was it written by another configuration? delete {} to restart)", directory,
+         name, fs::path(directory).parent_path().string());
+  return it->second;
+}
+
+std::optional<LoadedCheckpoint> load_checkpoint(const std::string& dir, const NamedOptimizers& optimizers) {
+  auto latest = fs::path(dir) / "latest";
+  if (!fs::exists(latest)) return std::nullopt;
+  std::string name = read_file(latest.string());
+  name.erase(name.find_last_not_of(" \n") + 1);
+  if (name.rfind("step_", 0) != 0)
+    fail("{}: expected 'step_N', found '{}' (delete {} to restart)", latest.string(), name, dir);
+  LoadedCheckpoint checkpoint;
+  checkpoint.directory = (fs::path(dir) / name).string();
+  checkpoint.step = std::stoll(name.substr(5));
+  checkpoint.tensors = load_safetensors((fs::path(checkpoint.directory) / "weights.safetensors").string());
+  for (const auto& [optimizer_name, optimizer] : optimizers)
+    torch::load(*optimizer, (fs::path(checkpoint.directory) / (optimizer_name + ".pt")).string());
+  return checkpoint;
+}
+
+void restore_parameters(torch::nn::Module& module, const LoadedCheckpoint& checkpoint, const std::string& prefix) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.named_parameters()) p.value().copy_(checkpoint.at(prefix + p.key()));
+}
+
+}  // namespace grm
