@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   grm::add_eval_rm_command(app);
   grm::add_score_command(app);
   grm::add_serve_command(app);
+  grm::add_bon_command(app);
   grm::add_status_command(app);
   grm::add_report_command(app);
   grm::add_bench_command(app);

@@ -233,10 +233,10 @@ class PpoTrainer {
       if (fs::exists(fs::path(rm_dir) / "ensemble.json"))
         fail("critic.init: rm needs a single reward model, but {} is an ensemble; use critic.init: policy", rm_dir);
       critic = load_reward_model(rm_dir);
-      if (critic->backbone()->config().vocab_size != actor_->config().vocab_size)
+      if (critic->backbone()->config().n_vocab != actor_->config().n_vocab)
         fail("critic.init: rm: {} has a vocabulary of {} tokens, the policy {}; the critic reads the policy's "
              "tokens, so it must share its tokenizer (use critic.init: policy)",
-             rm_dir, critic->backbone()->config().vocab_size, actor_->config().vocab_size);
+             rm_dir, critic->backbone()->config().n_vocab, actor_->config().n_vocab);
     } else {
       critic = make_reward_model(policy_dir, {c_.critic.head, c_.critic.head_hidden},
                                  stream_seed(c_.seed, Stream::critic_head, 0));

@@ -1,0 +1,226 @@
+#include "bon/best_of_n.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "bon/estimator.hpp"
+#include "cluster/atomic_file.hpp"
+#include "cluster/error.hpp"
+#include "cluster/log.hpp"
+#include "policy/generate.hpp"
+#include "policy/model_path.hpp"
+#include "policy/tokenizer.hpp"
+#include "rm/preference_data.hpp"
+
+namespace grm {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::vector<BonSample> read_samples(const std::string& path, bool tolerate_torn_tail) {
+  std::vector<BonSample> samples;
+  auto lines = read_lines(path);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    try {
+      auto j = json::parse(lines[i]);
+      samples.push_back({j.at("prompt_id").get<int64_t>(), j.at("sample_id").get<int64_t>(),
+                         j.at("prompt").get<std::string>(), j.at("text").get<std::string>(),
+                         j.at("tokens").get<int64_t>()});
+    } catch (const json::exception& e) {
+      if (tolerate_torn_tail && i + 1 == lines.size()) break;  // a write cut short by a kill
+      fail("{}:{}: not a sample record ({})", path, i + 1, e.what());
+    }
+  }
+  return samples;
+}
+
+// Generates the samples of every prompt not yet complete in out_dir/samples.jsonl.
+std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<std::string>& prompts,
+                                        const std::string& out_dir, const std::string& config_dir) {
+  std::string path = (fs::path(out_dir) / "samples.jsonl").string();
+  std::vector<BonSample> kept;
+  if (fs::exists(path)) {
+    // Keep whole prompts only; the file is rewritten without a partial one.
+    auto existing = read_samples(path, true);
+    std::map<int64_t, int64_t> per_prompt;
+    for (const auto& s : existing) ++per_prompt[s.prompt_id];
+    for (const auto& s : existing)
+      if (per_prompt[s.prompt_id] == c.n_max) kept.push_back(s);
+    std::string text;
+    for (const auto& s : kept)
+      text += json({{"prompt_id", s.prompt_id}, {"sample_id", s.sample_id}, {"prompt", s.prompt}, {"text", s.text},
+                    {"tokens", s.tokens}}).dump() + "\n";
+    write_file_atomic(path, text);
+  }
+  int64_t done = int64_t(kept.size()) / std::max<int64_t>(1, c.n_max);
+  if (done >= int64_t(prompts.size())) return kept;
+  std::string model_dir = resolve_model_path(c.policy, config_dir);
+  auto model = load_causal_lm(model_dir);
+  auto tokenizer = load_tokenizer(model_dir);
+  GenerateOptions options;
+  options.max_new_tokens = c.max_new_tokens;
+  options.sampling = {c.temperature, c.top_k, c.top_p};
+  options.eos_ids = model->config().eos_ids;
+  if (options.eos_ids.empty() && tokenizer->eos_id) options.eos_ids = {*tokenizer->eos_id};
+  options.pad_id = tokenizer->pad_id.value_or(0);
+  options.batch_size = c.n_max;
+  if (done > 0) log::info("resuming sampling at prompt {} of {}", done, prompts.size());
+  auto start = std::chrono::steady_clock::now();
+  int64_t tokens = 0, samples = 0;
+  for (int64_t p = done; p < int64_t(prompts.size()); ++p) {
+    options.seed = c.seed * 1000003ULL + uint64_t(p);  // per prompt: independent of batching and resumes
+    std::vector<std::vector<int64_t>> rows(size_t(c.n_max), tokenizer->encode(prompts[size_t(p)]));
+    auto out = generate(model, rows, options);
+    std::string text;
+    for (int64_t i = 0; i < c.n_max; ++i) {
+      BonSample s{p, i, prompts[size_t(p)], tokenizer->decode(out.tokens[size_t(i)]),
+                  int64_t(out.tokens[size_t(i)].size())};
+      text += json({{"prompt_id", s.prompt_id}, {"sample_id", s.sample_id}, {"prompt", s.prompt},
+                    {"text", s.text}, {"tokens", s.tokens}}).dump() + "\n";
+      kept.push_back(std::move(s));
+    }
+    append_line(path, text.substr(0, text.size() - 1));
+    tokens += out.generated_tokens, samples += c.n_max;
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    log::info("sampled prompt {}/{}: {:.1f} samples/s, {:.0f} tokens/s", p + 1, prompts.size(),
+              double(samples) / seconds, double(tokens) / seconds);
+  }
+  return kept;
+}
+
+// Scores of all samples by one scorer, cached in scores/<name>.json.
+std::vector<double> scores_for(const std::string& name, const ScorerConfig& scorer_config,
+                               const std::vector<BonSample>& samples, const std::string& out_dir,
+                               const std::string& config_dir) {
+  auto path = fs::path(out_dir) / "scores" / (name + ".json");
+  if (fs::exists(path)) {
+    auto cached = json::parse(read_file(path.string()));
+    if (cached.is_array() && cached.size() == samples.size()) return cached.get<std::vector<double>>();
+  }
+  auto start = std::chrono::steady_clock::now();
+  auto scorer = make_scorer(scorer_config, config_dir);
+  std::vector<ScoreItem> items;
+  for (const auto& s : samples) items.push_back({s.prompt, s.text});
+  auto scores = scorer->score(items);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log::info("scored {} samples with {}: {:.0f} samples/s", samples.size(), name, double(samples.size()) / seconds);
+  write_file_atomic(path.string(), json(scores).dump());
+  return scores;
+}
+
+std::vector<std::vector<double>> by_prompt(const std::vector<double>& flat, int64_t n_prompts, int64_t n) {
+  std::vector<std::vector<double>> out(static_cast<size_t>(n_prompts));
+  for (int64_t p = 0; p < n_prompts; ++p)
+    out[size_t(p)].assign(flat.begin() + p * n, flat.begin() + (p + 1) * n);
+  return out;
+}
+
+std::string proxy_name(const std::string& dir) {
+  fs::path path = fs::path(dir).lexically_normal();
+  if (path.filename().empty()) path = path.parent_path();
+  if (path.filename() == "model") path = path.parent_path();
+  return path.filename().string();
+}
+
+}  // namespace
+
+std::vector<std::string> read_prompts(const std::string& path, const std::vector<std::string>& inline_list,
+                                      int64_t limit) {
+  std::vector<std::string> prompts = inline_list;
+  if (!path.empty()) {
+    auto lines = read_lines(path);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+      try {
+        prompts.push_back(json::parse(lines[i]).at("prompt").get<std::string>());
+      } catch (const json::exception& e) {
+        fail("{}:{}: expected {{\"id\": ..., \"prompt\": \"...\"}} ({})", path, i + 1, e.what());
+      }
+    }
+  }
+  if (limit > 0 && int64_t(prompts.size()) > limit) prompts.resize(size_t(limit));
+  if (prompts.empty()) fail("no prompts: set prompts (a JSONL file) or prompt_list");
+  return prompts;
+}
+
+std::vector<BonPoint> best_of_n_curve(const std::vector<std::vector<double>>& proxy,
+                                      const std::vector<std::vector<double>>& gold, int64_t bootstrap,
+                                      uint64_t seed) {
+  if (proxy.empty() || proxy.size() != gold.size()) fail("best-of-n curve: proxy and gold prompts differ");
+  int64_t n_max = int64_t(proxy[0].size());
+  std::vector<BonPoint> curve;
+  for (int64_t n : best_of_n_grid(n_max)) {
+    std::vector<double> proxy_values, gold_values;
+    for (size_t p = 0; p < proxy.size(); ++p) {
+      proxy_values.push_back(best_of_n_expectation(proxy[p], proxy[p], n));
+      gold_values.push_back(best_of_n_expectation(proxy[p], gold[p], n));
+    }
+    auto pi = bootstrap_mean(proxy_values, int(bootstrap), 0.05, seed);
+    auto gi = bootstrap_mean(gold_values, int(bootstrap), 0.05, seed + 1);
+    BonPoint point{n, best_of_n_kl(n), pi.mean, gi.mean, pi.low, pi.high, gi.low, gi.high, 0, 0};
+    curve.push_back(point);
+  }
+  for (auto& point : curve) {
+    point.proxy_norm = point.proxy - curve.front().proxy;
+    point.gold_norm = point.gold - curve.front().gold;
+  }
+  return curve;
+}
+
+void run_best_of_n(const BonConfig& c, const std::string& out_dir, const std::string& config_dir) {
+  if (c.n_max < 1) fail("bon.n_max must be at least 1, got {}", c.n_max);
+  torch::set_num_threads(int(c.threads > 0 ? c.threads : std::max(1u, std::thread::hardware_concurrency())));
+  fs::create_directories(out_dir);
+  std::vector<BonSample> samples;
+  if (!c.samples_from.empty()) {
+    samples = read_samples(c.samples_from, false);
+  } else {
+    auto prompts = read_prompts(c.prompts, c.prompt_list, c.n_prompts);
+    samples = sample_responses(c, prompts, out_dir, config_dir);
+  }
+  if (samples.empty()) fail("best-of-n: no samples");
+  int64_t n = 0;
+  while (n < int64_t(samples.size()) && samples[size_t(n)].prompt_id == samples[0].prompt_id) ++n;
+  if (int64_t(samples.size()) % n != 0) fail("best-of-n: prompts have different sample counts");
+  int64_t n_prompts = int64_t(samples.size()) / n;
+
+  std::map<std::string, ScorerConfig> proxies = c.proxies;
+  for (const auto& dir : c.proxy_models) {
+    ScorerConfig s;
+    s.model = dir;
+    proxies[proxy_name(dir)] = s;
+  }
+  bool has_gold = !c.gold.model.empty() || !c.gold.url.empty() || !c.gold.oracle.empty();
+  if (proxies.empty() || !has_gold) {
+    log::info("sampled {} responses for {} prompts; no proxies or gold given, so no curves", samples.size(),
+              n_prompts);
+    return;
+  }
+  auto gold = by_prompt(scores_for("gold", c.gold, samples, out_dir, config_dir), n_prompts, n);
+  json curves = json::object();
+  std::string csv = "proxy,n,kl,proxy_mean,proxy_lo,proxy_hi,gold_mean,gold_lo,gold_hi,proxy_norm,gold_norm\n";
+  for (const auto& [name, scorer] : proxies) {
+    auto proxy = by_prompt(scores_for("proxy_" + name, scorer, samples, out_dir, config_dir), n_prompts, n);
+    auto curve = best_of_n_curve(proxy, gold, c.bootstrap, c.seed);
+    json points = json::array();
+    for (const auto& p : curve) {
+      points.push_back({{"n", p.n}, {"kl", p.kl}, {"proxy", p.proxy}, {"gold", p.gold}, {"proxy_norm", p.proxy_norm},
+                        {"gold_norm", p.gold_norm}, {"proxy_lo", p.proxy_lo}, {"proxy_hi", p.proxy_hi},
+                        {"gold_lo", p.gold_lo}, {"gold_hi", p.gold_hi}});
+      csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f}\n", name, p.n, p.kl,
+                         p.proxy, p.proxy_lo, p.proxy_hi, p.gold, p.gold_lo, p.gold_hi, p.proxy_norm, p.gold_norm);
+    }
+    curves[name] = points;
+    log::info("{}: best-of-{} proxy {:+.3f}, gold {:+.3f} (from n=1, KL {:.2f} nats)", name, curve.back().n,
+              curve.back().proxy_norm, curve.back().gold_norm, curve.back().kl);
+  }
+  json result = {{"n_max", n}, {"n_prompts", n_prompts}, {"curves", curves}};
+  write_file_atomic((fs::path(out_dir) / "bon_curves.csv").string(), csv);
+  write_file_atomic((fs::path(out_dir) / "bon_curves.json").string(), result.dump(2));
+}
+
+}  // namespace grm

@@ -1,0 +1,82 @@
+// Best-of-N over-optimization curves. For each evaluation prompt, N_max responses are sampled once from
+// the policy (seeded per prompt, so a resumed or repeated run draws the same ones) and persisted to
+// samples.jsonl; every proxy RM and the gold scorer score all of them (scores cached per scorer, so a new
+// RM re-scores without regenerating); then for n on a grid 1..N_max the expected proxy and gold reward of
+// the proxy-best of n samples (bon/estimator.hpp) is averaged over prompts, with bootstrap intervals,
+// against KL_bon(n) = log n - (n-1)/n.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cluster/config.hpp"
+#include "rm/scorer.hpp"
+
+namespace grm {
+
+struct BonConfig {
+  std::string policy = "tinystories-656k";
+  std::string prompts;                     // JSONL of {"id", "prompt"}
+  std::vector<std::string> prompt_list;    // or inline prompts
+  int64_t n_prompts = 64;                  // first n of the file (0: all)
+  int64_t n_max = 256;
+  int64_t max_new_tokens = 48;
+  double temperature = 1.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  std::string samples_from;                // reuse this samples.jsonl instead of sampling
+  std::map<std::string, ScorerConfig> proxies;  // name -> scorer
+  std::vector<std::string> proxy_models;   // reward model dirs, named after their stage folder
+  ScorerConfig gold;
+  int64_t bootstrap = 1000;
+  int64_t threads = 0;
+  template <class V>
+  void visit(V& v) {
+    v("policy", policy);
+    v("prompts", prompts);
+    v("prompt_list", prompt_list);
+    v("n_prompts", n_prompts);
+    v("n_max", n_max);
+    v("max_new_tokens", max_new_tokens);
+    v("temperature", temperature);
+    v("top_k", top_k);
+    v("top_p", top_p);
+    v("seed", seed);
+    v("samples_from", samples_from);
+    v("proxies", proxies);
+    v("proxy_models", proxy_models);
+    v("gold", gold);
+    v("bootstrap", bootstrap);
+    v("threads", threads);
+  }
+};
+
+struct BonSample {
+  int64_t prompt_id = 0;
+  int64_t sample_id = 0;
+  std::string prompt;
+  std::string text;
+  int64_t tokens = 0;
+};
+
+// Prompts of a {"id", "prompt"} JSONL file (or the inline list), at most `limit` (0: all).
+std::vector<std::string> read_prompts(const std::string& path, const std::vector<std::string>& inline_list,
+                                      int64_t limit);
+
+// Samples (from samples_from, or generated into out_dir/samples.jsonl, resuming a partial file), then
+// scores and curves into out_dir: scores/<name>.json, bon_curves.json, bon_curves.csv.
+void run_best_of_n(const BonConfig& config, const std::string& out_dir, const std::string& config_dir = "");
+
+// The curve of one proxy: proxy[p][i], gold[p][i] for prompt p, sample i.
+struct BonPoint {
+  int64_t n = 0;
+  double kl = 0, proxy = 0, gold = 0, proxy_lo = 0, proxy_hi = 0, gold_lo = 0, gold_hi = 0, proxy_norm = 0,
+         gold_norm = 0;
+};
+std::vector<BonPoint> best_of_n_curve(const std::vector<std::vector<double>>& proxy,
+                                      const std::vector<std::vector<double>>& gold, int64_t bootstrap,
+                                      uint64_t seed = 0);
+
+}  // namespace grm
