@@ -8,6 +8,7 @@
 
 #include "bon/estimator.hpp"
 #include "cluster/atomic_file.hpp"
+#include "cluster/comm.hpp"
 #include "cluster/error.hpp"
 #include "cluster/log.hpp"
 #include "policy/generate.hpp"
@@ -77,7 +78,7 @@ std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<st
     auto out = generate(model, rows, options);
     std::string text;
     for (int64_t i = 0; i < c.n_max; ++i) {
-      BonSample s{p, i, prompts[size_t(p)], tokenizer->decode(out.tokens[size_t(i)]),
+      BonSample s{p, i, prompts[size_t(p)], decode_continuation(*tokenizer, rows[0], out.tokens[size_t(i)], options.eos_ids),
                   int64_t(out.tokens[size_t(i)].size())};
       text += json({{"prompt_id", s.prompt_id}, {"sample_id", s.sample_id}, {"prompt", s.prompt},
                     {"text", s.text}, {"tokens", s.tokens}}).dump() + "\n";
@@ -173,7 +174,7 @@ std::vector<BonPoint> best_of_n_curve(const std::vector<std::vector<double>>& pr
 
 void run_best_of_n(const BonConfig& c, const std::string& out_dir, const std::string& config_dir) {
   if (c.n_max < 1) fail("bon.n_max must be at least 1, got {}", c.n_max);
-  torch::set_num_threads(int(c.threads > 0 ? c.threads : std::max(1u, std::thread::hardware_concurrency())));
+  torch::set_num_threads(int(c.threads > 0 ? c.threads : default_thread_count(1)));
   fs::create_directories(out_dir);
   std::vector<BonSample> samples;
   if (!c.samples_from.empty()) {

@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <cstdlib>
+#include <thread>
 
 #include "cluster/error.hpp"
 #include "cluster/log.hpp"
@@ -65,6 +66,12 @@ bool launched_by_mpi() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
     if (std::getenv(name)) return true;
   return false;
+}
+
+int default_thread_count(int ranks_per_machine) {
+  if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
+  int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / std::max(1, ranks_per_machine));
 }
 
 Comm& Comm::world() {

@@ -41,6 +41,10 @@ class Comm {
 // True when this process was started by an MPI launcher (mpirun, srun with PMI/PMIx).
 bool launched_by_mpi();
 
+// LibTorch threads for one rank: $OMP_NUM_THREADS when set (the pipeline sets it per stage), else the
+// machine's cores shared among the ranks on it.
+int default_thread_count(int ranks_per_machine);
+
 // Averages gradients of `parameters` over the world after backward(). Bucket boundaries follow the
 // parameters in reverse registration order (the order backward produces them).
 class GradientAllReducer {

@@ -5,11 +5,22 @@
 
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
+#include <random>
+
+#include "cluster/atomic_file.hpp"
+#include "cluster/comm.hpp"
 #include "cluster/log.hpp"
 #include "pipeline/commands.hpp"
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
 #include "policy/tokenizer.hpp"
+#include "policy/tokenizer_bench.hpp"
+#include "rm/reward_load_test.hpp"
+#include "rm/reward_model.hpp"
+#include "rm/reward_server.hpp"
+#include "rm/scorer.hpp"
+#include "rm/train_rm.hpp"
 
 namespace grm {
 namespace {
@@ -49,6 +60,137 @@ void run_bench_generate(const BenchGenerate& b) {
   std::printf("generate best: %.0f tokens/s\n", best);
 }
 
+// A reward model on the benchmark backbone with a fresh head, saved with its tokenizer: what BoN and
+// serving cost does not depend on what the head has learned.
+std::string fresh_reward_model(const std::string& model_dir, const std::filesystem::path& where) {
+  auto rm = make_reward_model(model_dir, {"mlp", 1024}, 0);
+  save_reward_model(rm, where.string());
+  copy_tokenizer_files(model_dir, where.string());
+  return where.string();
+}
+
+std::filesystem::path bench_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / fmt::format("grm_bench_{}_{}", name, ::getpid());
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+struct BenchTokenize {
+  std::string tokenizer = "tinystories-656k";
+  std::string data = "../shared/data/hh_rlhf_harmless_test.jsonl.gz";
+  int threads = 2;
+};
+
+struct BenchTrainRm {
+  std::string model_dir = "tinystories-656k";
+  int64_t pairs_per_rank = 8;
+  int64_t tokens = 128;  // per sequence
+  int64_t steps = 20;
+  std::string method = "grm";
+};
+
+void run_bench_train_rm(const BenchTrainRm& b) {
+  auto& comm = Comm::world();
+  std::string dir = resolve_model_path(b.model_dir);
+  auto base = bench_dir("train_rm");
+  // Pairs of random words long enough to fill `tokens` tokens: the speed does not depend on the text.
+  auto tokenizer = load_tokenizer(dir);
+  std::mt19937_64 rng(1);
+  std::string data;
+  for (int64_t i = 0; i < (b.steps + 1) * b.pairs_per_rank * comm.size(); ++i) {
+    auto words = [&] {
+      std::string text;
+      while (int64_t(tokenizer->encode(text).size()) < b.tokens - 8) text += " word" + std::to_string(rng() % 500);
+      return text;
+    };
+    data += nlohmann::json({{"prompt", "Once upon a time"}, {"chosen", words()}, {"rejected", words()}}).dump() + "\n";
+  }
+  TrainRmConfig c;
+  c.model = dir;
+  c.data.path = (base / "pairs.jsonl").string();
+  if (comm.is_root()) write_file_atomic(c.data.path, data);
+  comm.barrier();
+  c.max_length = b.tokens;
+  c.eval_fraction = 0;
+  c.rm.method = b.method;
+  c.optim.batch_size = b.pairs_per_rank;
+  c.optim.max_steps = b.steps;
+  c.log_every = b.steps;
+  c.checkpoint_every = 0;
+  auto result = train_reward_model(c, (base / "out").string());
+  if (comm.is_root()) {
+    std::printf("train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s: %.0f tokens/s\n", dir.c_str(),
+                comm.size(), (long long)b.pairs_per_rank, (long long)b.tokens, b.method.c_str(),
+                result.tokens_per_second);
+    std::filesystem::remove_all(base);
+  }
+}
+
+struct BenchBon {
+  std::string model_dir = "tinystories-656k";
+  int64_t n = 256;
+  int64_t prompts = 2;
+  int64_t new_tokens = 48;
+};
+
+void run_bench_bon(const BenchBon& b) {
+  torch::set_num_threads(default_thread_count(1));
+  std::string dir = resolve_model_path(b.model_dir);
+  auto model = load_causal_lm(dir);
+  auto tokenizer = load_tokenizer(dir);
+  auto base = bench_dir("bon");
+  auto scorer = make_model_scorer(fresh_reward_model(dir, base / "rm"));
+  GenerateOptions options;
+  options.max_new_tokens = b.new_tokens;
+  options.batch_size = b.n;
+  options.eos_ids = model->config().eos_ids;
+  double generate_seconds = 0, score_seconds = 0;
+  int64_t tokens = 0, samples = 0;
+  for (int64_t p = 0; p < b.prompts; ++p) {
+    auto prompt = tokenizer->encode("Once upon a time, there was a little dog named Max. Max loved to");
+    options.seed = uint64_t(p);
+    auto start = std::chrono::steady_clock::now();
+    auto out = generate(model, std::vector<std::vector<int64_t>>(size_t(b.n), prompt), options);
+    generate_seconds += seconds_since(start);
+    std::vector<ScoreItem> items;
+    for (const auto& row : out.tokens)
+      items.push_back({"Once upon a time, there was a little dog named Max. Max loved to",
+                       decode_continuation(*tokenizer, prompt, row, options.eos_ids)});
+    start = std::chrono::steady_clock::now();
+    scorer->score(items);
+    score_seconds += seconds_since(start);
+    tokens += out.generated_tokens, samples += b.n;
+  }
+  std::printf("bon: %s N = %lld, %lld prompts, %d threads: %.0f generated tokens/s, %.0f scored samples/s\n",
+              dir.c_str(), (long long)b.n, (long long)b.prompts, torch::get_num_threads(),
+              double(tokens) / generate_seconds, double(samples) / score_seconds);
+  std::filesystem::remove_all(base);
+}
+
+struct BenchServe {
+  std::string model_dir = "tinystories-656k";
+  int requests = 10000;
+  int concurrency = 64;
+  int texts_per_request = 1;
+};
+
+void run_bench_serve(const BenchServe& b) {
+  torch::set_num_threads(default_thread_count(1));
+  std::string dir = resolve_model_path(b.model_dir);
+  auto base = bench_dir("serve");
+  auto scorer = make_model_scorer(fresh_reward_model(dir, base / "rm"), 64);
+  ServerOptions options;
+  options.port = 0;
+  RewardServer server(options, [&](const std::vector<ScoreItem>& items) { return scorer->score(items); });
+  server.start();
+  auto url = fmt::format("http://127.0.0.1:{}/get_reward", server.port());
+  auto result = run_load_test(url, b.requests, b.concurrency, b.texts_per_request);
+  std::printf("serve: reward model on %s\n%s\n", dir.c_str(), format_load_result(result).c_str());
+  server.stop();
+  std::filesystem::remove_all(base);
+  if (result.n_failures > 0) fail("{} of {} requests failed", result.n_failures, b.requests);
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -62,6 +204,41 @@ void add_bench_command(CLI::App& app) {
   g->add_option("--threads", gen->threads, "LibTorch threads (0: all cores)");
   g->add_option("--repeats", gen->repeats, "timed repetitions");
   g->callback([gen] { run_bench_generate(*gen); });
+
+  auto tok = std::make_shared<BenchTokenize>();
+  auto* t = bench->add_subcommand("tokenize", "Tokenizer throughput (MB/s) on a JSONL(.gz) preference file");
+  t->add_option("--tokenizer", tok->tokenizer, "model directory, tokenizer.json or .model file");
+  t->add_option("--data", tok->data, "preference JSONL(.gz) whose chosen/rejected texts are encoded");
+  t->add_option("--threads", tok->threads, "encoding threads");
+  t->callback([tok] {
+    std::string path = std::filesystem::exists(tok->tokenizer) ? tok->tokenizer : resolve_model_path(tok->tokenizer);
+    bench_tokenize(path, tok->data, tok->threads);
+  });
+
+  auto rm = std::make_shared<BenchTrainRm>();
+  auto* r = bench->add_subcommand("train-rm", "Reward-model training throughput; run under mpirun for several ranks");
+  r->add_option("--model", rm->model_dir, "backbone model directory");
+  r->add_option("--pairs", rm->pairs_per_rank, "preference pairs per rank per step");
+  r->add_option("--tokens", rm->tokens, "tokens per sequence");
+  r->add_option("--steps", rm->steps, "optimizer steps");
+  r->add_option("--method", rm->method, "loss (grm = BT + SFT regularizer)");
+  r->callback([rm] { run_bench_train_rm(*rm); });
+
+  auto bon = std::make_shared<BenchBon>();
+  auto* bn = bench->add_subcommand("bon", "Best-of-N sampling and scoring throughput");
+  bn->add_option("--model", bon->model_dir, "policy model directory");
+  bn->add_option("--n", bon->n, "samples per prompt");
+  bn->add_option("--prompts", bon->prompts, "prompts");
+  bn->add_option("--new-tokens", bon->new_tokens, "tokens per sample at most");
+  bn->callback([bon] { run_bench_bon(*bon); });
+
+  auto serve = std::make_shared<BenchServe>();
+  auto* sv = bench->add_subcommand("serve", "Load test of `grm serve` on loopback (a real reward model)");
+  sv->add_option("--model", serve->model_dir, "backbone of the served reward model");
+  sv->add_option("--requests", serve->requests, "requests in all");
+  sv->add_option("--concurrency", serve->concurrency, "requests in flight");
+  sv->add_option("--texts", serve->texts_per_request, "texts per request");
+  sv->callback([serve] { run_bench_serve(*serve); });
 }
 
 }  // namespace grm

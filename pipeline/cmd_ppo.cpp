@@ -9,7 +9,8 @@ namespace grm {
 
 void add_ppo_command(CLI::App& app) {
   auto args = std::make_shared<StageArgs>();
-  auto* sub = app.add_subcommand("ppo", "PPO against a proxy reward model, gold-evaluated; data-parallel under mpirun");
+  auto* sub = app.add_subcommand(
+      "ppo", "PPO against a proxy reward model, gold-evaluated; data-parallel under mpirun");
   add_stage_options(sub, *args);
   sub->callback([args] {
     auto config = load_stage_config<PpoConfig>(*args);

@@ -18,6 +18,8 @@ void add_serve_command(CLI::App& app);     // rm: HTTP reward server
 void add_bon_command(CLI::App& app);       // bon: Best-of-N curves
 void add_ppo_command(CLI::App& app);       // ppo: PPO against a proxy, gold-evaluated
 void add_run_command(CLI::App& app);       // pipeline: experiment YAML -> stage DAG -> report
+void add_world_command(CLI::App& app);     // pipeline: the default story world (stage)
+void add_label_command(CLI::App& app);     // pipeline: gold-RM labelling (stage)
 void add_status_command(CLI::App& app);    // pipeline: DAG state of a run directory
 void add_report_command(CLI::App& app);    // pipeline: rebuild a run's report
 void add_bench_command(CLI::App& app);     // benchmarks: generate, tokenize, train-rm, bon

@@ -19,6 +19,10 @@ int main(int argc, char** argv) {
   grm::add_score_command(app);
   grm::add_serve_command(app);
   grm::add_bon_command(app);
+  grm::add_ppo_command(app);
+  grm::add_run_command(app);
+  grm::add_world_command(app);
+  grm::add_label_command(app);
   grm::add_status_command(app);
   grm::add_report_command(app);
   grm::add_bench_command(app);

@@ -57,6 +57,25 @@ void generate_batch(CausalLM& model, const std::vector<std::vector<int64_t>>& pr
 
 }  // namespace
 
+std::vector<int64_t> without_eos(const std::vector<int64_t>& tokens, const std::vector<int64_t>& eos_ids) {
+  std::vector<int64_t> out;
+  for (int64_t t : tokens) {
+    if (std::find(eos_ids.begin(), eos_ids.end(), t) != eos_ids.end()) break;
+    out.push_back(t);
+  }
+  return out;
+}
+
+std::string decode_continuation(const Tokenizer& tokenizer, const std::vector<int64_t>& prompt,
+                                const std::vector<int64_t>& response, const std::vector<int64_t>& eos_ids) {
+  auto kept = without_eos(response, eos_ids);
+  std::vector<int64_t> joint = prompt;
+  joint.insert(joint.end(), kept.begin(), kept.end());
+  std::string full = tokenizer.decode(joint), head = tokenizer.decode(prompt);
+  if (full.compare(0, head.size(), head) == 0) return full.substr(head.size());
+  return tokenizer.decode(kept);
+}
+
 Generation generate(CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                     const GenerateOptions& options, const std::function<void(int64_t, int64_t)>& progress) {
   if (options.max_new_tokens <= 0) fail("generate: max_new_tokens must be positive, got {}", options.max_new_tokens);

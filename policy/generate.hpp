@@ -12,6 +12,7 @@
 
 #include "policy/model.hpp"
 #include "policy/sampler.hpp"
+#include "policy/tokenizer.hpp"
 
 namespace grm {
 
@@ -29,6 +30,17 @@ struct Generation {
   std::vector<bool> stopped_at_eos;
   int64_t generated_tokens = 0;              // total tokens decoded over all rows (throughput accounting)
 };
+
+// A generated row without its stop token, for decoding to response text (some tokenizers, TinyStories'
+// among them, print their EOS token even when told to skip special tokens).
+std::vector<int64_t> without_eos(const std::vector<int64_t>& tokens, const std::vector<int64_t>& eos_ids);
+
+// The response's text as a continuation of the prompt, so that prompt_text + response_text is the text
+// the model saw: decoding prompt + response together and removing the decoded prompt keeps what a
+// separate decode loses at the seam (a SentencePiece-style leading space, a character split across the
+// boundary). The response is cut at its first EOS id.
+std::string decode_continuation(const Tokenizer& tokenizer, const std::vector<int64_t>& prompt,
+                                const std::vector<int64_t>& response, const std::vector<int64_t>& eos_ids);
 
 // One output row per prompt (repeat a prompt to draw several samples). progress(done, total) is called
 // after each batch.

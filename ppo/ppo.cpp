@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -22,10 +23,13 @@
 namespace grm {
 
 void PpoConfig::validate() const {
-  if (prompts_train.empty() == prompts.empty())
+  // Both missing is caught when prompts are loaded: an experiment fills them in after this check.
+  if (!prompts_train.empty() && !prompts.empty())
     fail("give the training prompts either as prompts_train (a JSONL file) or as an inline `prompts` list");
-  if (prompts_eval.empty() == eval_prompts.empty())
-    fail("give the held-out prompts either as prompts_eval (a JSONL file) or as an inline `eval_prompts` list");
+  if (!prompts_eval.empty() && !eval_prompts.empty())
+    fail(
+        "give the held-out prompts either as prompts_eval (a JSONL file) or as an inline `eval_prompts` "
+        "list");
   auto positive = [](const char* name, int64_t value) {
     if (value < 1) fail("{} must be at least 1, got {}", name, value);
   };
@@ -38,10 +42,12 @@ void PpoConfig::validate() const {
   positive("n_eval_prompts", n_eval_prompts);
   positive("eval_samples_per_prompt", eval_samples_per_prompt);
   if (steps < 0) fail("steps must not be negative, got {}", steps);
-  if (eval_every < 0 || checkpoint_every < 0) fail("eval_every and checkpoint_every must not be negative (0: off)");
+  if (eval_every < 0 || checkpoint_every < 0)
+    fail("eval_every and checkpoint_every must not be negative (0: off)");
   if (!(gamma >= 0 && gamma <= 1) || !(lambda >= 0 && lambda <= 1))
     fail("gamma and lambda must lie in [0, 1], got {} and {}", gamma, lambda);
-  if (!(clip > 0) || !(value_clip > 0)) fail("clip and value_clip must be positive, got {} and {}", clip, value_clip);
+  if (!(clip > 0) || !(value_clip > 0))
+    fail("clip and value_clip must be positive, got {} and {}", clip, value_clip);
   // PPO's ratio needs the probabilities the tokens were drawn with; greedy decoding has none.
   if (!(temperature > 0)) fail("temperature must be positive for PPO rollouts, got {}", temperature);
   if (kl.target > 0 && !(kl.horizon > 0)) fail("kl.horizon must be positive with an adaptive kl.target");
@@ -63,7 +69,14 @@ uint64_t mix_seed(uint64_t seed, uint64_t index) {
 }
 
 // Streams of randomness, kept apart so that evaluating (or not) never changes training.
-enum class Stream : uint64_t { prompts = 1, rollout = 2, minibatches = 3, eval = 4, critic_head = 5 };
+enum class Stream : uint64_t {
+  prompts = 1,
+  rollout = 2,
+  minibatches = 3,
+  eval = 4,
+  critic_head = 5,
+  torch = 6
+};
 uint64_t stream_seed(uint64_t seed, Stream stream, uint64_t index, uint64_t sub_index = 0) {
   return mix_seed(mix_seed(mix_seed(seed, uint64_t(stream)), index), sub_index);
 }
@@ -87,7 +100,8 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
     if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
     json record = json::parse(lines[i], nullptr, false);
     if (record.is_discarded() || !record.is_object())
-      fail("{}:{}: not a JSON object; prompt files hold one {{\"id\", \"prompt\"}} record per line", path, i + 1);
+      fail("{}:{}: not a JSON object; prompt files hold one {{\"id\", \"prompt\"}} record per line", path,
+           i + 1);
     if (!record.contains("prompt") || !record["prompt"].is_string())
       fail("{}:{}: needs a string field 'prompt'", path, i + 1);
     prompts.push_back(record["prompt"].get<std::string>());
@@ -97,7 +111,8 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
 }
 
 std::vector<Prompt> load_prompts(const std::string& file, const std::vector<std::string>& inline_prompts,
-                                 const std::string& config_dir, const Tokenizer& tokenizer, int64_t max_tokens) {
+                                 const std::string& config_dir, const Tokenizer& tokenizer,
+                                 int64_t max_tokens) {
   auto texts = file.empty() ? inline_prompts : read_prompt_file(resolve_file(file, config_dir));
   std::vector<Prompt> prompts;
   for (auto& text : texts) {
@@ -142,8 +157,17 @@ class PpoTrainer {
  public:
   PpoTrainer(const PpoConfig& config, const std::string& policy_dir, const std::string& config_dir,
              const Tokenizer& tokenizer, std::vector<Prompt> train, std::vector<Prompt> eval)
-      : c_(config), policy_dir_(policy_dir), tokenizer_(tokenizer), train_(std::move(train)), eval_(std::move(eval)), comm_(Comm::world()),
-        device_(training_device(config.device)), kl_(config.kl.coef, config.kl.target, config.kl.horizon) {
+      : c_(config),
+        policy_dir_(policy_dir),
+        tokenizer_(tokenizer),
+        train_(std::move(train)),
+        eval_(std::move(eval)),
+        comm_(Comm::world()),
+        device_(training_device(config.device)),
+        kl_(config.kl.coef, config.kl.target, config.kl.horizon) {
+    // LibTorch's global generator draws the LoRA initialisation and dropout masks: seeded here, so a run
+    // does not depend on what the process did before, and saved in checkpoints.
+    torch::manual_seed(stream_seed(c_.seed, Stream::torch, 0));
     actor_ = load_causal_lm(policy_dir);
     if (c_.finetune == "lora")
       actor_->enable_lora({c_.lora.rank, c_.lora.alpha, c_.lora.dropout, c_.lora.targets});
@@ -160,8 +184,9 @@ class PpoTrainer {
     for (const auto* set : {&train_, &eval_})
       for (const auto& prompt : *set)
         if (int64_t(prompt.ids.size()) + c_.max_new_tokens > n_positions)
-          fail("prompt '{}': {} tokens + max_new_tokens {} exceed the model's {} positions; lower max_prompt_tokens "
-               "or max_new_tokens", prompt.text.substr(0, 40), prompt.ids.size(), c_.max_new_tokens, n_positions);
+          fail("prompt '{}': {} tokens + max_new_tokens {} exceed the model's {} positions; lower {}",
+               prompt.text.substr(0, 40), prompt.ids.size(), c_.max_new_tokens, n_positions,
+               "max_prompt_tokens or max_new_tokens");
 
     std::vector<torch::Tensor> all;
     for (auto& p : actor_->parameters())
@@ -190,13 +215,14 @@ class PpoTrainer {
     if (step > 0)
       log::info("resuming at step {} of {} from {}", step, c_.steps, checkpoint_dir);
     else
-      log::info("PPO: {} steps of {} prompts x {} samples on {} rank(s); {} train / {} held-out prompts", c_.steps,
-                c_.rollout_batch, c_.samples_per_prompt, comm_.size(), train_.size(), eval_.size());
+      log::info("PPO: {} steps of {} prompts x {} samples on {} rank(s); {} train / {} held-out prompts",
+                c_.steps, c_.rollout_batch, c_.samples_per_prompt, comm_.size(), train_.size(), eval_.size());
     PpoResult result;
     double samples = 0, tokens = 0, seconds = 0;
     int64_t executed = 0;
     while (step < c_.steps) {
-      if (step == 0 || (c_.eval_every > 0 && step % c_.eval_every == 0)) result.curve.push_back(evaluate(step, curve_path));
+      if (step == 0 || (c_.eval_every > 0 && step % c_.eval_every == 0))
+        result.curve.push_back(evaluate(step, curve_path));
       auto start = std::chrono::steady_clock::now();
       json line = train_step(step);
       double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -229,14 +255,17 @@ class PpoTrainer {
   RewardModel make_critic(const std::string& policy_dir, const std::string& config_dir) {
     RewardModel critic{nullptr};
     if (c_.critic.init == "rm") {
-      std::string rm_dir = fs::exists(c_.proxy.model) ? c_.proxy.model : resolve_model_path(c_.proxy.model, config_dir);
+      std::string rm_dir =
+          fs::exists(c_.proxy.model) ? c_.proxy.model : resolve_model_path(c_.proxy.model, config_dir);
       if (fs::exists(fs::path(rm_dir) / "ensemble.json"))
-        fail("critic.init: rm needs a single reward model, but {} is an ensemble; use critic.init: policy", rm_dir);
+        fail("critic.init: rm needs a single reward model, but {} is an ensemble; use critic.init: policy",
+             rm_dir);
       critic = load_reward_model(rm_dir);
       if (critic->backbone()->config().n_vocab != actor_->config().n_vocab)
-        fail("critic.init: rm: {} has a vocabulary of {} tokens, the policy {}; the critic reads the policy's "
-             "tokens, so it must share its tokenizer (use critic.init: policy)",
-             rm_dir, critic->backbone()->config().n_vocab, actor_->config().n_vocab);
+        fail(
+            "critic.init: rm: {} has a vocabulary of {} tokens, the policy {}; the critic reads the policy's "
+            "tokens, so it must share its tokenizer (use critic.init: policy)",
+            rm_dir, critic->backbone()->config().n_vocab, actor_->config().n_vocab);
     } else {
       critic = make_reward_model(policy_dir, {c_.critic.head, c_.critic.head_hidden},
                                  stream_seed(c_.seed, Stream::critic_head, 0));
@@ -257,7 +286,7 @@ class PpoTrainer {
     return critic;
   }
 
-  GenerateOptions generate_options(uint64_t seed, int64_t rows) const {
+  GenerateOptions generate_options(uint64_t seed) const {
     GenerateOptions options;
     options.max_new_tokens = c_.max_new_tokens;
     options.sampling = {c_.temperature, c_.top_k, c_.top_p};
@@ -265,30 +294,48 @@ class PpoTrainer {
     if (options.eos_ids.empty() && tokenizer_.eos_id) options.eos_ids = {*tokenizer_.eos_id};
     options.pad_id = tokenizer_.pad_id.value_or(0);
     options.seed = seed;
-    options.batch_size = std::max<int64_t>(1, rows);
     return options;
   }
 
   // Samples `samples_per_prompt` responses for each of the given prompts.
-  Rollout sample(const std::vector<Prompt>& prompts, const std::vector<size_t>& indices, int64_t samples_per_prompt,
-                 uint64_t seed) {
+  Rollout sample(const std::vector<Prompt>& prompts, const std::vector<size_t>& indices,
+                 int64_t samples_per_prompt, uint64_t seed) {
     std::vector<std::string> texts;
     std::vector<std::vector<int64_t>> ids;
     for (size_t i : indices)
-      for (int64_t k = 0; k < samples_per_prompt; ++k) texts.push_back(prompts[i].text), ids.push_back(prompts[i].ids);
+      for (int64_t k = 0; k < samples_per_prompt; ++k)
+        texts.push_back(prompts[i].text), ids.push_back(prompts[i].ids);
     actor_->eval();
-    return sample_rollout(actor_, tokenizer_, texts, ids, generate_options(seed, int64_t(ids.size())));
+    return sample_rollout(actor_, tokenizer_, texts, ids, generate_options(seed));
   }
 
   // This rank's prompts of `step`: the step's window of the epoch's permutation, cut into rank slices.
   std::vector<size_t> step_prompts(int64_t step) const {
     int64_t global = c_.rollout_batch * comm_.size();
     int64_t per_epoch = std::max<int64_t>(1, int64_t(train_.size()) / global);
-    auto order = permutation(train_.size(), stream_seed(c_.seed, Stream::prompts, uint64_t(step / per_epoch)));
+    auto order =
+        permutation(train_.size(), stream_seed(c_.seed, Stream::prompts, uint64_t(step / per_epoch)));
     int64_t begin = (step % per_epoch) * global + comm_.rank() * c_.rollout_batch;
     std::vector<size_t> out;
     for (int64_t i = 0; i < c_.rollout_batch; ++i) out.push_back(order[size_t(begin + i) % order.size()]);
     return out;
+  }
+
+  // f over the rollout in chunks of minibatch_size rows, concatenated: the no-grad passes over a whole
+  // rollout then need no more memory than a training minibatch. f: Rollout of n rows -> (n, R)
+  torch::Tensor by_chunks(const Rollout& rollout,
+                          const std::function<torch::Tensor(const Rollout&)>& f) const {
+    std::vector<torch::Tensor> parts;
+    for (int64_t begin = 0; begin < rollout.n_rows(); begin += c_.minibatch_size) {
+      int64_t end = std::min(rollout.n_rows(), begin + c_.minibatch_size);
+      parts.push_back(f(select_rows(rollout, torch::arange(begin, end, torch::kInt64))));
+    }
+    return torch::cat(parts);
+  }
+  torch::Tensor logprobs(CausalLM& model, const Rollout& rollout) const {
+    return by_chunks(rollout, [&](const Rollout& part) {
+      return response_token_scores(model, part, c_.temperature).logprobs;
+    });
   }
 
   torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp) const {
@@ -298,6 +345,7 @@ class PpoTrainer {
   // One PPO step: rollouts, rewards, advantages, then ppo_epochs passes of minibatch updates. Returns the
   // step's metrics, reduced over ranks.
   json train_step(int64_t step) {
+    auto start = std::chrono::steady_clock::now();
     auto rollout = sample(train_, step_prompts(step), c_.samples_per_prompt,
                           stream_seed(c_.seed, Stream::rollout, uint64_t(step), uint64_t(comm_.rank())));
     auto raw_scores = proxy_->score(rollout.texts);
@@ -317,27 +365,32 @@ class PpoTrainer {
     {
       torch::NoGradGuard no_grad;
       critic_->eval();
-      old_logp = response_token_scores(actor_, rollout, c_.temperature).logprobs;
-      auto ref_logp = response_token_scores(reference_, rollout, c_.temperature).logprobs;
-      old_values = response_values(critic_, rollout);
+      old_logp = logprobs(actor_, rollout);
+      auto ref_logp = logprobs(reference_, rollout);
+      old_values = by_chunks(rollout, [&](const Rollout& part) { return response_values(critic_, part); });
       auto kl_tokens = kl_estimate(old_logp, ref_logp) * mask;
       kl_per_sample = kl_tokens.sum(1);
       auto rewards = shaped_rewards(kl_tokens, as_tensor(scores, device_), mask, kl_coef);
       shaped_return = rewards.sum(1);
       auto estimate = gae(rewards, old_values, mask, c_.gamma, c_.lambda);
-      auto moments = masked_moments(estimate.advantages, mask);
-      comm_.all_reduce_sum(moments);
-      advantages = whiten(estimate.advantages, mask, moments);
+      advantages = estimate.advantages;
+      if (c_.whiten_advantages) {
+        auto moments = masked_moments(advantages, mask);
+        comm_.all_reduce_sum(moments);
+        advantages = whiten(advantages, mask, moments);
+      }
       returns = estimate.returns;
     }
 
+    auto updates_start = std::chrono::steady_clock::now();
     UpdateStats stats;
     double lr_factor = 1;
     actor_->train();
     critic_->train();
     int64_t total_updates = c_.steps * c_.ppo_epochs * n_minibatches_;
     for (int64_t epoch = 0; epoch < c_.ppo_epochs; ++epoch) {
-      auto order = permutation(size_t(n_rows_), stream_seed(c_.seed, Stream::minibatches, uint64_t(step), uint64_t(epoch)));
+      auto order = permutation(size_t(n_rows_),
+                               stream_seed(c_.seed, Stream::minibatches, uint64_t(step), uint64_t(epoch)));
       for (int64_t b = 0; b < n_minibatches_; ++b) {
         int64_t begin = b * c_.minibatch_size, end = std::min(n_rows_, begin + c_.minibatch_size);
         std::vector<int64_t> rows(order.begin() + begin, order.begin() + end);
@@ -347,15 +400,16 @@ class PpoTrainer {
         auto scores_now = response_token_scores(actor_, part, c_.temperature, /*want_entropy=*/true);
         auto values = response_values(critic_, part);
         auto part_old_logp = old_logp.index_select(0, index);
-        auto policy_loss = clipped_policy_loss(scores_now.logprobs, part_old_logp, advantages.index_select(0, index),
-                                               part_mask, c_.clip);
-        auto value_loss = clipped_value_loss(values, old_values.index_select(0, index), returns.index_select(0, index),
-                                             part_mask, c_.value_clip);
+        auto policy_loss = clipped_policy_loss(scores_now.logprobs, part_old_logp,
+                                               advantages.index_select(0, index), part_mask, c_.clip);
+        auto value_loss = clipped_value_loss(values, old_values.index_select(0, index),
+                                             returns.index_select(0, index), part_mask, c_.value_clip);
         auto entropy = masked_mean(scores_now.entropy, part_mask);
         auto loss = policy_loss + c_.vf_coef * value_loss - c_.entropy_coef * entropy;
 
         int64_t update = (step * c_.ppo_epochs + epoch) * n_minibatches_ + b;
-        lr_factor = scheduled_learning_rate(1.0, c_.warmup_ratio, update, total_updates, c_.lr_schedule == "cosine");
+        lr_factor =
+            scheduled_learning_rate(1.0, c_.warmup_ratio, update, total_updates, c_.lr_schedule == "cosine");
         set_learning_rate(*actor_optimizer_, c_.lr * lr_factor);
         set_learning_rate(*critic_optimizer_, critic_lr() * lr_factor);
         actor_optimizer_->zero_grad();
@@ -383,14 +437,15 @@ class PpoTrainer {
       }
     }
 
+    auto end = std::chrono::steady_clock::now();
     // Sums over ranks: sample-level quantities over all samples, update averages over ranks.
-    auto sums = torch::tensor({double(n_rows_), double(rollout.n_response_tokens), score_sum,
-                               torch::tensor(scores, torch::kFloat64).sum().item<double>(),
-                               kl_per_sample.sum().item<double>(), shaped_return.sum().item<double>(),
-                               stats.policy_loss / stats.updates, stats.value_loss / stats.updates,
-                               stats.entropy / stats.updates, stats.clipfrac / stats.updates,
-                               stats.approx_kl / stats.updates},
-                              torch::kFloat64);
+    auto sums = torch::tensor(
+        {double(n_rows_), double(rollout.n_response_tokens), score_sum,
+         torch::tensor(scores, torch::kFloat64).sum().item<double>(), kl_per_sample.sum().item<double>(),
+         shaped_return.sum().item<double>(), stats.policy_loss / stats.updates,
+         stats.value_loss / stats.updates, stats.entropy / stats.updates, stats.clipfrac / stats.updates,
+         stats.approx_kl / stats.updates},
+        torch::kFloat64);
     comm_.all_reduce_sum(sums);
     auto s = sums.accessor<double, 1>();
     double n = s[0], ranks = double(comm_.size());
@@ -407,6 +462,8 @@ class PpoTrainer {
                 {"approx_kl", s[10] / ranks},
                 {"response_length", s[1] / n},
                 {"lr", c_.lr * lr_factor},
+                {"rollout_s", std::chrono::duration<double>(updates_start - start).count()},
+                {"update_s", std::chrono::duration<double>(end - updates_start).count()},
                 {"samples", n},
                 {"tokens", s[1]}};
   }
@@ -414,12 +471,13 @@ class PpoTrainer {
   void log_step(const std::string& path, const json& line) {
     if (!comm_.is_root()) return;
     append_line(path, line.dump());
-    log::info("step {}/{} score {:.3f} kl {:.3f} (coef {:.4f}) return {:.3f} | policy {:.4f} value {:.4f} entropy "
-              "{:.3f} clip {:.3f} | {:.1f} samples/s {:.0f} tokens/s",
-              line["step"].get<int64_t>(), c_.steps, line["score"].get<double>(), line["kl"].get<double>(),
-              line["kl_coef"].get<double>(), line["return"].get<double>(), line["policy_loss"].get<double>(),
-              line["value_loss"].get<double>(), line["entropy"].get<double>(), line["clipfrac"].get<double>(),
-              line["samples_per_s"].get<double>(), line["tokens_per_s"].get<double>());
+    log::info(
+        "step {}/{} score {:.3f} kl {:.3f} (coef {:.4f}) return {:.3f} | policy {:.4f} value {:.4f} entropy "
+        "{:.3f} clip {:.3f} | {:.1f} samples/s {:.0f} tokens/s",
+        line["step"].get<int64_t>(), c_.steps, line["score"].get<double>(), line["kl"].get<double>(),
+        line["kl_coef"].get<double>(), line["return"].get<double>(), line["policy_loss"].get<double>(),
+        line["value_loss"].get<double>(), line["entropy"].get<double>(), line["clipfrac"].get<double>(),
+        line["samples_per_s"].get<double>(), line["tokens_per_s"].get<double>());
   }
 
   // The held-out evaluation: the same prompts and the same sampling seed every time, so differences
@@ -434,9 +492,10 @@ class PpoTrainer {
       auto rollout = sample(eval_, mine, c_.eval_samples_per_prompt,
                             stream_seed(c_.seed, Stream::eval, uint64_t(comm_.rank())));
       torch::NoGradGuard no_grad;
-      auto logp = response_token_scores(actor_, rollout, c_.temperature).logprobs;
-      auto ref_logp = response_token_scores(reference_, rollout, c_.temperature).logprobs;
-      kl = (kl_k1(logp, ref_logp) * rollout.response_mask.to(torch::kFloat32)).sum().item<double>();
+      kl = (kl_k1(logprobs(actor_, rollout), logprobs(reference_, rollout)) *
+            rollout.response_mask.to(torch::kFloat32))
+               .sum()
+               .item<double>();
       for (double s : proxy_->score(rollout.texts)) proxy += s;
       if (gold_)
         for (double s : gold_->score(rollout.texts)) gold += s;
@@ -449,14 +508,14 @@ class PpoTrainer {
     EvalPoint point{step, s[3] / s[0], s[1] / s[0], s[4] / s[0], std::nullopt};
     if (gold_) point.gold = s[2] / s[0];
     if (comm_.is_root()) {
-      json line = {{"step", step}, {"kl", point.kl}, {"proxy", point.proxy},
-                   {"gold", point.gold ? json(*point.gold) : json(nullptr)}, {"length", point.length},
-                   {"samples", s[0]}};
+      json line = {{"step", step},           {"kl", point.kl},
+                   {"proxy", point.proxy},   {"gold", point.gold ? json(*point.gold) : json(nullptr)},
+                   {"length", point.length}, {"samples", s[0]}};
       append_line(curve_path, line.dump());
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       log::info("eval at step {}: proxy {:.4f} gold {} kl {:.4f} length {:.1f} ({} samples, {:.1f} s)", step,
-                point.proxy, point.gold ? fmt::format("{:.4f}", *point.gold) : "-", point.kl, point.length, s[0],
-                seconds);
+                point.proxy, point.gold ? fmt::format("{:.4f}", *point.gold) : "-", point.kl, point.length,
+                s[0], seconds);
     }
     return point;
   }
@@ -465,8 +524,8 @@ class PpoTrainer {
     auto tensors = named_parameters_with_prefix(*actor_, "actor.");
     tensors.merge(named_parameters_with_prefix(*critic_, "critic."));
     tensors["__rng_state__"] = cpu_rng_state();
-    tensors["ppo_state"] =
-        torch::tensor({kl_.coef(), reward_moments_.count, reward_moments_.mean, reward_moments_.m2}, torch::kFloat64);
+    tensors["ppo_state"] = torch::tensor(
+        {kl_.coef(), reward_moments_.count, reward_moments_.mean, reward_moments_.m2}, torch::kFloat64);
     save_checkpoint(dir, step, tensors, optimizers(), comm_);
   }
 
@@ -536,8 +595,10 @@ PpoResult train_ppo(const PpoConfig& config, const std::string& out_dir, const s
   torch::set_num_threads(int(threads));
   std::string policy_dir = resolve_model_path(config.policy, config_dir);
   auto tokenizer = load_tokenizer(policy_dir);
-  auto train = load_prompts(config.prompts_train, config.prompts, config_dir, *tokenizer, config.max_prompt_tokens);
-  auto eval = load_prompts(config.prompts_eval, config.eval_prompts, config_dir, *tokenizer, config.max_prompt_tokens);
+  auto train =
+      load_prompts(config.prompts_train, config.prompts, config_dir, *tokenizer, config.max_prompt_tokens);
+  auto eval = load_prompts(config.prompts_eval, config.eval_prompts, config_dir, *tokenizer,
+                           config.max_prompt_tokens);
   fs::create_directories(out_dir);
   PpoTrainer trainer(config, policy_dir, config_dir, *tokenizer, std::move(train), std::move(eval));
   return trainer.run(out_dir, stop_after_steps);

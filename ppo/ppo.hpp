@@ -10,12 +10,13 @@
 //              of the policy (critic.init: policy), or the proxy reward model itself (critic.init: rm)
 //   reward     proxy score at the response's last token (optionally normalised by running statistics)
 //              minus kl.coef * KL per token (estimator k1 or k3; fixed, or adaptive toward kl.target)
-//   update     GAE(gamma, lambda), whitened advantages, clipped policy and value losses and an entropy
-//              bonus, `ppo_epochs` passes over minibatches of `minibatch_size` rows, gradients averaged
-//              over ranks (cluster/comm.hpp), separate AdamW optimizers for actor and critic.
+//   update     GAE(gamma, lambda), advantages whitened over the batch of all ranks (unless turned off),
+//              clipped policy and value losses and an entropy bonus, `ppo_epochs` passes over
+//              minibatches of `minibatch_size` rows, gradients averaged over ranks (cluster/comm.hpp),
+//              separate AdamW optimizers for actor and critic.
 // Every eval_every steps (and at step 0 and the end) the held-out prompts are sampled once more and the
 // samples give mean proxy and gold reward, KL(pi || pi_ref) as the sum over response tokens of
-// log pi - log pi_ref, and mean response length.
+// log pi - log pi_ref (both at the sampling temperature), and mean response length.
 //
 // Writes into the output directory:
 //   ppo_curve.jsonl  {"step","kl","proxy","gold","length","samples"} per evaluation (gold null without one)
@@ -84,6 +85,10 @@ struct PpoConfig {
   CriticConfig critic;
   KlConfig kl;
   bool reward_norm = false;  // scores minus running mean, over running std
+  // Advantages to mean 0, std 1 over each step's batch. With a sparse proxy (most scores 0) this scales
+  // the KL penalty's tiny per-token terms up to the size of the score's, which can teach the policy to
+  // end its responses at once; turn it off there.
+  bool whiten_advantages = true;
   double gamma = 1.0;
   double lambda = 0.95;
   double clip = 0.2;        // policy ratio clip
@@ -126,6 +131,7 @@ struct PpoConfig {
     v("critic", critic);
     v("kl", kl);
     v("reward_norm", reward_norm);
+    v("whiten_advantages", whiten_advantages);
     v("gamma", gamma);
     v("lambda", lambda);
     v("clip", clip);

@@ -4,7 +4,9 @@
 
 namespace grm {
 
-torch::Tensor kl_k1(const torch::Tensor& logp, const torch::Tensor& ref_logp) { return logp - ref_logp; }
+torch::Tensor kl_k1(const torch::Tensor& logp, const torch::Tensor& ref_logp) {
+  return logp - ref_logp;
+}
 
 torch::Tensor kl_k3(const torch::Tensor& logp, const torch::Tensor& ref_logp) {
   auto r = ref_logp - logp;
@@ -20,8 +22,8 @@ torch::Tensor shaped_rewards(const torch::Tensor& kl, const torch::Tensor& score
   return rewards.scatter_add(1, last, score.unsqueeze(1).to(rewards.scalar_type()));
 }
 
-Advantages gae(const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask, double gamma,
-               double lambda) {
+Advantages gae(const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask,
+               double gamma, double lambda) {
   int64_t T = rewards.size(1);
   auto m = mask.to(rewards.scalar_type());
   auto advantages = torch::zeros_like(rewards);

@@ -24,8 +24,8 @@ struct Advantages {
   torch::Tensor returns;     // (B, T) = advantages + values
 };
 // Generalized advantage estimation over response tokens (mask 1); steps past the mask contribute nothing.
-Advantages gae(const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask, double gamma,
-               double lambda);
+Advantages gae(const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask,
+               double gamma, double lambda);
 
 // Masked mean over all entries where mask is 1. x, mask (B, T) -> ()
 torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& mask);
@@ -55,7 +55,8 @@ struct RunningMoments {
 // Fixed (target <= 0) or adaptive KL coefficient: coef *= 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon.
 class KlController {
  public:
-  KlController(double initial, double target, double horizon) : coef_(initial), target_(target), horizon_(horizon) {}
+  KlController(double initial, double target, double horizon)
+      : coef_(initial), target_(target), horizon_(horizon) {}
   double coef() const { return coef_; }
   void update(double measured_kl, int64_t n_samples);
 

@@ -5,23 +5,9 @@
 #include "cluster/error.hpp"
 
 namespace grm {
-namespace {
 
-// The response's text as a continuation of the prompt: decoding prompt + response together and removing
-// the decoded prompt keeps what a separate decode can lose at the seam (a SentencePiece-style leading
-// space, a multi-byte character split across the boundary).
-std::string continuation_text(const Tokenizer& tokenizer, const std::vector<int64_t>& prompt,
-                              const std::vector<int64_t>& response) {
-  std::vector<int64_t> joint = prompt;
-  joint.insert(joint.end(), response.begin(), response.end());
-  std::string full = tokenizer.decode(joint), head = tokenizer.decode(prompt);
-  if (full.compare(0, head.size(), head) == 0) return full.substr(head.size());
-  return tokenizer.decode(response);
-}
-
-}  // namespace
-
-Rollout sample_rollout(CausalLM& actor, const Tokenizer& tokenizer, const std::vector<std::string>& prompt_texts,
+Rollout sample_rollout(CausalLM& actor, const Tokenizer& tokenizer,
+                       const std::vector<std::string>& prompt_texts,
                        const std::vector<std::vector<int64_t>>& prompt_ids, const GenerateOptions& options) {
   if (prompt_texts.size() != prompt_ids.size())
     fail("sample_rollout: {} prompt texts for {} tokenized prompts", prompt_texts.size(), prompt_ids.size());
@@ -44,14 +30,16 @@ Rollout sample_rollout(CausalLM& actor, const Tokenizer& tokenizer, const std::v
     const auto& prompt = prompt_ids[size_t(n)];
     const auto& response = generation.tokens[size_t(n)];
     int64_t offset = P - int64_t(prompt.size());
-    for (size_t t = 0; t < prompt.size(); ++t) ids[n][offset + int64_t(t)] = prompt[t], mask[n][offset + int64_t(t)] = 1;
+    for (size_t t = 0; t < prompt.size(); ++t)
+      ids[n][offset + int64_t(t)] = prompt[t], mask[n][offset + int64_t(t)] = 1;
     for (size_t j = 0; j < response.size(); ++j) {
       ids[n][P + int64_t(j)] = response[j];
       mask[n][P + int64_t(j)] = 1;
       response_mask[n][int64_t(j)] = 1;
     }
     rollout.n_response_tokens += int64_t(response.size());
-    rollout.texts.push_back({prompt_texts[size_t(n)], continuation_text(tokenizer, prompt, response)});
+    rollout.texts.push_back(
+        {prompt_texts[size_t(n)], decode_continuation(tokenizer, prompt, response, options.eos_ids)});
   }
   auto device = actor->parameters().front().device();
   rollout.ids = rollout.ids.to(device);
@@ -71,7 +59,8 @@ Rollout select_rows(const Rollout& rollout, const torch::Tensor& rows) {
   return out;
 }
 
-TokenScores response_token_scores(CausalLM& model, const Rollout& rollout, double temperature, bool want_entropy) {
+TokenScores response_token_scores(CausalLM& model, const Rollout& rollout, double temperature,
+                                  bool want_entropy) {
   int64_t P = rollout.prompt_columns, R = rollout.response_columns();
   // Only the R positions that predict response tokens go through the (large) output projection.
   auto hidden = model->forward(rollout.ids, rollout.mask, nullptr, /*want_logits=*/false).hidden;

@@ -23,11 +23,12 @@
 namespace grm {
 
 struct Rollout {
-  torch::Tensor ids;            // (N, P + R)
-  torch::Tensor mask;           // (N, P + R) 1 for real tokens
-  torch::Tensor response_mask;  // (N, R) 1 for generated tokens (an EOS drawn included)
-  int64_t prompt_columns = 0;   // P
-  std::vector<ScoreItem> texts;  // per row: the prompt text and the decoded response, for scorers
+  torch::Tensor ids;             // (N, P + R)
+  torch::Tensor mask;            // (N, P + R) 1 for real tokens
+  torch::Tensor response_mask;   // (N, R) 1 for generated tokens (an EOS drawn included)
+  int64_t prompt_columns = 0;    // P
+  std::vector<ScoreItem> texts;  // per row: the prompt text and the response's (policy/generate.hpp
+                                 // decode_continuation), for scorers
   int64_t n_response_tokens = 0;
   int64_t n_rows() const { return ids.size(0); }
   int64_t response_columns() const { return response_mask.size(1); }
@@ -35,7 +36,8 @@ struct Rollout {
 
 // Samples one response per prompt row (repeat a prompt for several samples) and lays the batch out.
 // prompt_texts[i] is the text of prompt_ids[i].
-Rollout sample_rollout(CausalLM& actor, const Tokenizer& tokenizer, const std::vector<std::string>& prompt_texts,
+Rollout sample_rollout(CausalLM& actor, const Tokenizer& tokenizer,
+                       const std::vector<std::string>& prompt_texts,
                        const std::vector<std::vector<int64_t>>& prompt_ids, const GenerateOptions& options);
 
 // The rows `rows` (int64 indices) of a rollout's tensors; texts are not carried. -> Rollout of rows.size(0)

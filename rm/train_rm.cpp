@@ -284,8 +284,7 @@ class MemberTrainer {
 TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string& out_dir,
                                  const std::string& config_dir, int64_t stop_after_steps) {
   auto& comm = Comm::world();
-  int64_t threads = config.threads > 0 ? config.threads
-                                       : std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()) / comm.size());
+  int64_t threads = config.threads > 0 ? config.threads : default_thread_count(comm.size());
   torch::set_num_threads(int(threads));
   std::string model_dir = resolve_model_path(config.model, config_dir);
   auto tokenizer = load_tokenizer(model_dir);

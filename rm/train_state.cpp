@@ -40,7 +40,8 @@ double scheduled_learning_rate(double peak, double warmup_ratio, int64_t step, i
 }
 
 void set_learning_rate(torch::optim::AdamW& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  for (auto& group : optimizer.param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 }
 
 std::map<std::string, torch::Tensor> named_parameters_with_prefix(const torch::nn::Module& module,
@@ -50,15 +51,18 @@ std::map<std::string, torch::Tensor> named_parameters_with_prefix(const torch::n
   return out;
 }
 
-torch::Tensor cpu_rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
+torch::Tensor cpu_rng_state() {
+  return at::detail::getDefaultCPUGenerator().get_state();
+}
 
 void set_cpu_rng_state(const torch::Tensor& state) {
   auto generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(state);
 }
 
-void save_checkpoint(const std::string& dir, int64_t step, const std::map<std::string, torch::Tensor>& tensors,
-                     const NamedOptimizers& optimizers, Comm& comm) {
+void save_checkpoint(const std::string& dir, int64_t step,
+                     const std::map<std::string, torch::Tensor>& tensors, const NamedOptimizers& optimizers,
+                     Comm& comm) {
   if (comm.is_root()) {
     auto step_dir = fs::path(dir) / fmt::format("step_{}", step);
     fs::create_directories(step_dir);
@@ -70,7 +74,8 @@ void save_checkpoint(const std::string& dir, int64_t step, const std::map<std::s
     }
     write_file_atomic((fs::path(dir) / "latest").string(), fmt::format("step_{}\n", step));
     for (const auto& entry : fs::directory_iterator(dir))
-      if (entry.is_directory() && entry.path().filename() != step_dir.filename()) fs::remove_all(entry.path());
+      if (entry.is_directory() && entry.path().filename() != step_dir.filename())
+        fs::remove_all(entry.path());
   }
   comm.barrier();
 }
@@ -78,8 +83,8 @@ void save_checkpoint(const std::string& dir, int64_t step, const std::map<std::s
 const torch::Tensor& LoadedCheckpoint::at(const std::string& name) const {
   auto it = tensors.find(name);
   if (it == tensors.end())
-    fail("{}: checkpoint lacks '{}' (was it written by another configuration? delete {} to restart)", directory,
-         name, fs::path(directory).parent_path().string());
+    fail("{}: checkpoint lacks '{}' (was it written by another configuration? delete {} to restart)",
+         directory, name, fs::path(directory).parent_path().string());
   return it->second;
 }
 
@@ -99,7 +104,8 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& dir, const Na
   return checkpoint;
 }
 
-void restore_parameters(torch::nn::Module& module, const LoadedCheckpoint& checkpoint, const std::string& prefix) {
+void restore_parameters(torch::nn::Module& module, const LoadedCheckpoint& checkpoint,
+                        const std::string& prefix) {
   torch::NoGradGuard no_grad;
   for (auto& p : module.named_parameters()) p.value().copy_(checkpoint.at(prefix + p.key()));
 }

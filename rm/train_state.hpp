@@ -27,7 +27,8 @@ std::vector<size_t> permutation(size_t n, uint64_t seed);
 
 // Linear warm-up over ceil(warmup_ratio * total) steps to `peak`, then cosine decay to 0 at `total`
 // (or `peak` held when cosine is false).
-double scheduled_learning_rate(double peak, double warmup_ratio, int64_t step, int64_t total, bool cosine = true);
+double scheduled_learning_rate(double peak, double warmup_ratio, int64_t step, int64_t total,
+                               bool cosine = true);
 // Sets the learning rate of every parameter group of an AdamW optimizer.
 void set_learning_rate(torch::optim::AdamW& optimizer, double lr);
 
@@ -40,8 +41,9 @@ torch::Tensor cpu_rng_state();
 void set_cpu_rng_state(const torch::Tensor& state);
 
 // Rank 0 writes checkpoint `step` into dir and removes older ones; every rank waits for it.
-void save_checkpoint(const std::string& dir, int64_t step, const std::map<std::string, torch::Tensor>& tensors,
-                     const NamedOptimizers& optimizers, Comm& comm);
+void save_checkpoint(const std::string& dir, int64_t step,
+                     const std::map<std::string, torch::Tensor>& tensors, const NamedOptimizers& optimizers,
+                     Comm& comm);
 
 struct LoadedCheckpoint {
   int64_t step = 0;
@@ -54,6 +56,7 @@ struct LoadedCheckpoint {
 // The newest checkpoint in dir with the optimizers' states loaded, or nothing when there is none yet.
 std::optional<LoadedCheckpoint> load_checkpoint(const std::string& dir, const NamedOptimizers& optimizers);
 // Copies checkpoint tensors prefix + name into every parameter of module.
-void restore_parameters(torch::nn::Module& module, const LoadedCheckpoint& checkpoint, const std::string& prefix);
+void restore_parameters(torch::nn::Module& module, const LoadedCheckpoint& checkpoint,
+                        const std::string& prefix);
 
 }  // namespace grm

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <sstream>
 
 #include "cluster/atomic_file.hpp"
+#include "cluster/config.hpp"
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
 #include "policy/safetensors.hpp"
@@ -31,7 +34,9 @@ torch::Tensor rows(std::vector<std::vector<float>> values) {
 void expect_near(const torch::Tensor& actual, const torch::Tensor& expected, double tolerance = 1e-6) {
   ASSERT_EQ(actual.sizes(), expected.sizes());
   EXPECT_TRUE(torch::allclose(actual.to(torch::kFloat64), expected.to(torch::kFloat64), 0, tolerance))
-      << "actual\n" << actual << "\nexpected\n" << expected;
+      << "actual\n"
+      << actual << "\nexpected\n"
+      << expected;
 }
 
 fs::path temp_dir(const std::string& name) {
@@ -108,7 +113,8 @@ TEST(PpoMath, WhiteningAndRunningMomentsAddUpAcrossParts) {
   expect_near(whiten(x, mask), rows({{-1.0f * float(s), 0, float(s), 0}}), 1e-4);
   EXPECT_NEAR(masked_mean(x, mask).item<double>(), 2.0, 1e-6);
   // Two ranks' moments summed whiten like the whole batch.
-  auto a = masked_moments(rows({{1, 2}}), rows({{1, 1}})), b = masked_moments(rows({{3, 100}}), rows({{1, 0}}));
+  auto a = masked_moments(rows({{1, 2}}), rows({{1, 1}})),
+       b = masked_moments(rows({{3, 100}}), rows({{1, 0}}));
   expect_near(whiten(x, mask, a + b), whiten(x, mask));
   RunningMoments moments;
   moments.add(3, 1 + 2 + 3, 1 + 4 + 9);
@@ -135,7 +141,8 @@ TEST(PpoScorer, WordOracleCountsWholeWordsCaseInsensitivelyUpToItsCap) {
   ScorerConfig config;
   config.oracle = "word:happy";
   auto scorer = make_scorer(config);
-  auto scores = scorer->score({{"Once", " Happy, happy! She was unhappy, happyish, HAPPY."}, {"Once", " sad"},
+  auto scores = scorer->score({{"Once", " Happy, happy! She was unhappy, happyish, HAPPY."},
+                               {"Once", " sad"},
                                {"", "happy happy happy happy happy happy happy"}});
   EXPECT_EQ(scores, (std::vector<double>{3, 0, 5}));
   config.oracle = "word:happy:2";
@@ -190,16 +197,22 @@ TEST(PpoRollout, LogprobsAndValuesLineUpWithTheirTokens) {
     auto tensor = torch::tensor(sequence).unsqueeze(0);
     auto response = torch::zeros_like(tensor);
     response.narrow(1, int64_t(ids[i].size()), int64_t(generation.tokens[i].size())).fill_(1);
-    auto expected = response_logprobs(model->forward(tensor, torch::ones_like(tensor)).logits, tensor, response);
-    EXPECT_NEAR((scores.logprobs[int64_t(i)] * mask[int64_t(i)]).sum().item<double>(), expected.item<double>(), 1e-4);
-    // Scorers get the continuation of the prompt's text, the space at the seam included (decoding the
-    // response's tokens alone drops a leading space with this SentencePiece-style tokenizer).
-    EXPECT_EQ(rollout.texts[i].prompt + rollout.texts[i].response, tokenizer->decode(sequence));
+    auto expected =
+        response_logprobs(model->forward(tensor, torch::ones_like(tensor)).logits, tensor, response);
+    EXPECT_NEAR((scores.logprobs[int64_t(i)] * mask[int64_t(i)]).sum().item<double>(),
+                expected.item<double>(), 1e-4);
+    // Scorers see the continuation of the prompt's text, without the EOS: decoding the response alone
+    // would drop the leading space this SentencePiece-style tokenizer keeps in the joint text.
+    auto joint = ids[i];
+    auto kept = without_eos(generation.tokens[i], options.eos_ids);
+    joint.insert(joint.end(), kept.begin(), kept.end());
+    EXPECT_EQ(tokenizer->decode(ids[i]) + rollout.texts[i].response, tokenizer->decode(joint));
   }
   EXPECT_TRUE((scores.entropy >= 0).all().item<bool>());
   // A temperature divides the logits: T = 0.5 sharpens every distribution.
   auto sharp = response_token_scores(model, rollout, 0.5, true);
-  EXPECT_LT(masked_mean(sharp.entropy, mask).item<double>(), masked_mean(scores.entropy, mask).item<double>());
+  EXPECT_LT(masked_mean(sharp.entropy, mask).item<double>(),
+            masked_mean(scores.entropy, mask).item<double>());
   // values[:, j] is the critic's reward for the prefix ending just before response token j.
   auto critic = make_reward_model(dir, {"mlp", 16}, 5);
   auto values = response_values(critic, rollout);
@@ -213,6 +226,187 @@ TEST(PpoRollout, LogprobsAndValuesLineUpWithTheirTokens) {
                   critic->forward(tensor, torch::ones_like(tensor)).rewards.item<double>(), 1e-4);
     }
   }
+}
+
+// Story openings of the TinyStories kind, split into disjoint training and held-out sets.
+void story_prompts(std::vector<std::string>& train, std::vector<std::string>& held_out) {
+  const char* names[] = {"Lily", "Tom", "Sue", "Ben", "Max", "Mia", "Sam", "Anna"};
+  const char* kinds[] = {"girl", "boy", "dog", "cat", "bird", "bunny"};
+  const char* places[] = {"park", "beach", "forest", "store", "garden", "lake"};
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 6; ++j) {
+      auto& set = (i + j) % 4 == 0 ? held_out : train;
+      set.push_back(fmt::format("Once upon a time, there was a little {} named {}.", kinds[j], names[i]));
+      set.push_back(fmt::format("One day, {} went to the {}.", names[i], places[j]));
+    }
+}
+
+std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
+  std::vector<nlohmann::json> out;
+  std::istringstream lines(read_file(path.string()));
+  for (std::string line; std::getline(lines, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+// Through the YAML binder, as `grm ppo --config` reads it.
+PpoConfig story_config(const std::string& extra) {
+  std::vector<std::string> train, held_out;
+  story_prompts(train, held_out);
+  std::string yaml =
+      fmt::format("policy: tinystories-656k\nprompts: {}\neval_prompts: {}\nthreads: 1\ndevice: cpu\n{}",
+                  nlohmann::json(train).dump(), nlohmann::json(held_out).dump(), extra);
+  return read_config<PpoConfig>(load_yaml_text(yaml, "test"), "test");
+}
+
+TEST(PpoConfig, ValidationNamesWhatIsWrong) {
+  auto config = story_config("");
+  EXPECT_NO_THROW(config.validate());
+  auto both = config;
+  both.prompts_train = "prompts.jsonl";
+  EXPECT_THROW(both.validate(), Error);
+  auto greedy = config;
+  greedy.temperature = 0;
+  EXPECT_THROW(greedy.validate(), Error);
+  auto rm_critic = config;
+  rm_critic.critic.init = "rm";
+  rm_critic.proxy.oracle = "word:happy";
+  EXPECT_THROW(rm_critic.validate(), Error);  // init: rm needs a proxy reward model
+  EXPECT_THROW(story_config("ppo_epochs: 0\n"), Error);
+  EXPECT_THROW(story_config("kl: {estimator: k2}\n"), Error);
+}
+
+// PPO against a proxy that rewards one word ("happy", at most 5 per response). The untrained model says
+// it in about 2% of 24-token continuations (initial proxy ~0.02, standard error ~0.015 over 96 samples).
+// Requiring the final proxy to exceed the initial one by 1.0 (50x the base rate) is at least 4 standard
+// errors even if the final scores were spread over the whole 0..5 range (std <= 2.5, se <= 0.26). Across
+// seeds 0-6 this configuration ends at 3.5-4.9 after 24 steps. Advantages are not whitened: with a proxy
+// that is 0 for almost every sample, whitening blows the KL penalty up to the scale of the score and the
+// policy learns to end every response at once (seed 0 did, ending at proxy 0).
+TEST(PpoTraining, RaisesTheProxyRewardWhileKlGrowsFromZero) {
+  auto dir = temp_dir("learn");
+  auto config = story_config(
+      "proxy: {oracle: 'word:happy'}\ngold: {oracle: story}\nrollout_batch: 8\nsamples_per_prompt: 4\n"
+      "minibatch_size: 16\nppo_epochs: 2\nlr: 0.001\nwhiten_advantages: false\nmax_new_tokens: 24\n"
+      "steps: 24\neval_every: 8\nn_eval_prompts: 24\neval_samples_per_prompt: 4\nkl: {coef: 0.02}\n"
+      "checkpoint_every: 12\n");
+  auto result = train_ppo(config, (dir / "out").string());
+  ASSERT_TRUE(result.finished);
+  auto curve = read_jsonl(dir / "out/ppo_curve.jsonl");
+  ASSERT_EQ(curve.size(), 4u);  // steps 0, 8, 16, 24
+  const auto &first = curve.front(), &last = curve.back();
+  for (const auto& point : curve) std::printf("%s\n", point.dump().c_str());
+  EXPECT_EQ(first["step"], 0);
+  EXPECT_EQ(last["step"], 24);
+  EXPECT_NEAR(first["kl"].get<double>(), 0.0, 1e-5);  // the actor starts as the reference
+  EXPECT_LT(first["proxy"].get<double>(), 0.3);
+  EXPECT_GE(last["proxy"].get<double>(), first["proxy"].get<double>() + 1.0);
+  EXPECT_GT(curve[1]["kl"].get<double>(), 0.1);
+  EXPECT_GT(last["kl"].get<double>(), curve[1]["kl"].get<double>());
+  EXPECT_TRUE(last["gold"].is_number());
+  EXPECT_EQ(last["samples"], 96);
+  auto metrics = read_jsonl(dir / "out/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 24u);
+  for (const char* key : {"policy_loss", "value_loss", "entropy", "kl", "kl_coef", "score", "return",
+                          "clipfrac", "tokens_per_s", "samples_per_s"})
+    EXPECT_TRUE(metrics.back()[key].is_number()) << key;
+  EXPECT_TRUE(fs::exists(dir / "out/policy/model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "out/policy/tokenizer.json"));
+  EXPECT_GT(result.samples_per_second, 0);
+  fs::remove_all(dir);
+}
+
+void write_prompt_file(const fs::path& path, const std::vector<std::string>& prompts) {
+  std::string text;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    text += nlohmann::json{{"id", fmt::format("p{}", i)}, {"prompt", prompts[i]}}.dump() + "\n";
+  write_file_atomic(path.string(), text);
+}
+
+TEST(PpoConfig, PromptFileErrorsNameTheLine) {
+  auto dir = temp_dir("prompt_errors");
+  write_file_atomic((dir / "bad.jsonl").string(),
+                    "{\"id\": 1, \"prompt\": \"Once\"}\n{\"id\": 2, \"text\": \"x\"}\n");
+  auto config = story_config("proxy: {oracle: 'word:happy'}\n");
+  config.prompts.clear();
+  config.prompts_train = (dir / "bad.jsonl").string();
+  try {
+    train_ppo(config, (dir / "out").string());
+    ADD_FAILURE() << "a prompt record without 'prompt' was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.jsonl:2: needs a string field 'prompt'"), std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+// `grm ppo` under mpirun: two ranks, each sampling its own prompts, prompt files found beside the config.
+TEST(PpoTraining, RunsDataParallelThroughTheCommandLine) {
+  auto dir = temp_dir("cli");
+  std::vector<std::string> train, held_out;
+  story_prompts(train, held_out);
+  write_prompt_file(dir / "train.jsonl", train);
+  write_prompt_file(dir / "eval.jsonl", held_out);
+  write_file_atomic((dir / "ppo.yaml").string(),
+                    "policy: tinystories-656k\nprompts_train: train.jsonl\nprompts_eval: eval.jsonl\n"
+                    "proxy: {oracle: story}\nrollout_batch: 2\nsamples_per_prompt: 2\nminibatch_size: 2\n"
+                    "max_new_tokens: 8\nsteps: 2\nn_eval_prompts: 6\nthreads: 1\ndevice: cpu\n");
+  std::string command = fmt::format(
+      "mpirun --allow-run-as-root --oversubscribe -np 2 {} ppo --config {} --out {} "
+      "--set lr=0.001 > {} 2>&1",
+      GRM_BINARY, (dir / "ppo.yaml").string(), (dir / "out").string(), (dir / "log.txt").string());
+  ASSERT_EQ(std::system(command.c_str()), 0) << read_file((dir / "log.txt").string());
+  auto metrics = read_jsonl(dir / "out/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);                    // written once, by rank 0
+  EXPECT_EQ(metrics.back()["samples"], 2 * 2 * 2);  // ranks x prompts x samples
+  auto curve = read_jsonl(dir / "out/ppo_curve.jsonl");
+  ASSERT_EQ(curve.size(), 2u);            // steps 0 and 2
+  EXPECT_EQ(curve.back()["samples"], 6);  // the held-out prompts split over the ranks
+  EXPECT_TRUE(curve.back()["gold"].is_null());
+  EXPECT_TRUE(fs::exists(dir / "out/policy/model.safetensors"));
+  EXPECT_NE(read_file((dir / "out/config.resolved.yaml").string()).find("lr: 0.001"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// Timing fields differ between runs; everything else in a metrics line must not.
+nlohmann::json without_timing(nlohmann::json line) {
+  for (const char* key : {"tokens_per_s", "samples_per_s", "rollout_s", "update_s"}) line.erase(key);
+  return line;
+}
+
+TEST(PpoTraining, ResumeAfterAKillGivesTheSameFinalActorAndCurve) {
+  auto dir = temp_dir("resume");
+  // LoRA with dropout (the CPU generator's state), an MLP critic head, normalised rewards and an adaptive
+  // KL coefficient: every piece of state a checkpoint must carry.
+  auto config = story_config(
+      "proxy: {oracle: story}\nrollout_batch: 2\nsamples_per_prompt: 2\nminibatch_size: 2\n"
+      "ppo_epochs: 2\nlr: 0.003\nmax_new_tokens: 8\nsteps: 5\neval_every: 2\nn_eval_prompts: 4\n"
+      "checkpoint_every: 2\nfinetune: lora\nlora: {rank: 4, dropout: 0.1}\ncritic: {head: mlp, head_hidden: "
+      "16}\n"
+      "reward_norm: true\nkl: {coef: 0.1, target: 1.0, horizon: 100}\n");
+  train_ppo(config, (dir / "straight").string());
+  // Killed after step 3 (the last checkpoint is step 2, the evaluation at step 2 already written), then
+  // restarted with the same arguments.
+  auto partial = train_ppo(config, (dir / "resumed").string(), "", 3);
+  EXPECT_FALSE(partial.finished);
+  EXPECT_FALSE(fs::exists(dir / "resumed/policy"));
+  train_ppo(config, (dir / "resumed").string());
+  auto a = load_safetensors((dir / "straight/policy/model.safetensors").string());
+  auto b = load_safetensors((dir / "resumed/policy/model.safetensors").string());
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, tensor] : a) EXPECT_TRUE(torch::equal(tensor, b.at(name))) << name;
+  EXPECT_EQ(read_jsonl(dir / "straight/ppo_curve.jsonl"), read_jsonl(dir / "resumed/ppo_curve.jsonl"));
+  auto straight = read_jsonl(dir / "straight/metrics.jsonl"),
+       resumed = read_jsonl(dir / "resumed/metrics.jsonl");
+  ASSERT_EQ(straight.size(), 5u);
+  ASSERT_EQ(resumed.size(), 5u);
+  for (size_t i = 0; i < straight.size(); ++i)
+    EXPECT_EQ(without_timing(straight[i]), without_timing(resumed[i]));
+  // The run did train: the KL coefficient moved and the actor left the base model.
+  EXPECT_NE(straight.back()["kl_coef"].get<double>(), 0.1);
+  auto base = load_safetensors(resolve_model_path("tinystories-656k"));
+  EXPECT_FALSE(torch::equal(a.at("model.layers.0.self_attn.q_proj.weight"),
+                            base.at("model.layers.0.self_attn.q_proj.weight")));
+  fs::remove_all(dir);
 }
 
 }  // namespace

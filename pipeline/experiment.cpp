@@ -1,0 +1,150 @@
+#include "pipeline/experiment.hpp"
+
+#include <filesystem>
+#include <thread>
+
+#include "bon/best_of_n.hpp"
+#include "cluster/error.hpp"
+#include "policy/model_path.hpp"
+#include "ppo/ppo.hpp"
+#include "rm/eval_rm.hpp"
+
+namespace grm {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string number_label(double value) { return fmt::format("{}", value); }
+
+StageSpec stage(std::string name, std::string subcommand, YAML::Node config, std::vector<std::string> deps,
+                int ranks, int cores) {
+  StageSpec spec;
+  spec.name = std::move(name);
+  spec.subcommand = std::move(subcommand);
+  spec.config = std::move(config);
+  spec.deps = std::move(deps);
+  spec.ranks = ranks;
+  spec.cores = cores;
+  return spec;
+}
+
+}  // namespace
+
+std::string method_label(const RmConfig& rm) {
+  if (rm.method != "grm") return rm.method;
+  return rm.reg == "sft" ? "grm" : "grm-" + rm.reg;
+}
+
+Plan plan_experiment(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root = load_yaml_file(path);
+  if (!root.IsMap()) fail("{}: an experiment must be a YAML mapping of sections", path);
+  for (const auto& assignment : overrides) apply_checked_override<Experiment>(root, assignment);
+  Plan plan;
+  plan.base = read_config<Experiment>(root, path);
+  const Experiment& base = plan.base;
+  std::string config_dir = fs::absolute(path).parent_path().string();
+  std::string policy_dir = resolve_model_path(base.policy, config_dir);
+  plan.run_dir = fs::absolute(base.run_dir.empty() ? fs::path("runs") / base.name : fs::path(base.run_dir))
+                     .lexically_normal()
+                     .string();
+  int cores = int(base.launcher.max_cores > 0 ? base.launcher.max_cores
+                                              : std::max(1u, std::thread::hardware_concurrency()));
+  int ranks = int(std::max<int64_t>(1, base.launcher.np));
+  auto& stages = plan.stages;
+
+  WorldStage world{policy_dir, base.world};
+  StageSpec world_spec = stage("world", "world", to_yaml(world), {}, 1, cores);
+  std::string world_id = add_stage(stages, world_spec);
+
+  TrainRmConfig gold;
+  gold.model = policy_dir;
+  gold.max_length = base.gold.max_length;
+  gold.seed = base.world.seed + 1000;  // a head initialisation of its own, unlike any proxy's
+  gold.data.path = "@world/gold_pairs.jsonl";
+  gold.rm = base.gold.rm;
+  gold.optim = base.gold.optim;
+  gold.eval_fraction = 0.1;
+  gold.threads = 0;
+  std::string gold_id = add_stage(stages, stage("gold_rm", "train-rm", to_yaml(gold), {world_id}, ranks, 1));
+
+  LabelStage label{"@gold_rm/model", "@world", base.world.ood_families, base.data.label_noise, base.world.seed};
+  std::string label_id = add_stage(stages, stage("label", "label", to_yaml(label), {world_id, gold_id}, 1, cores));
+
+  std::vector<std::string> proxy_ids;
+  for (const auto& point : expand_sweep(root, path, config_key_check<Experiment>())) {
+    Experiment e = read_config<Experiment>(point.config, path);
+    // Settings a method does not read are reset, so that sweeping alpha leaves one baseline, not five.
+    if (e.rm.method != "grm") e.rm.alpha = RmConfig().alpha, e.rm.beta = RmConfig().beta, e.rm.reg = RmConfig().reg;
+    if (e.rm.method != "label_smooth") e.rm.label_smoothing = RmConfig().label_smoothing;
+    if (e.rm.method != "margin") e.rm.margin_scale = RmConfig().margin_scale;
+    if (e.rm.method != "ensemble") e.rm.ensemble = EnsembleConfig();
+    std::map<std::string, std::string> labels = {
+        {"method", method_label(e.rm)},
+        {"alpha", number_label(e.rm.method == "grm" ? e.rm.alpha : 0.0)},
+        {"size", std::to_string(e.data.size)},
+        {"seed", std::to_string(e.seed)}};
+    TrainRmConfig proxy;
+    proxy.model = policy_dir;
+    proxy.max_length = e.max_length;
+    proxy.seed = e.seed;
+    proxy.data.path = "@label/proxy_pairs.jsonl";
+    proxy.data.limit = e.data.size;
+    proxy.eval_fraction = 0;
+    proxy.rm = e.rm;
+    proxy.optim = e.train;
+    proxy.threads = 0;
+    StageSpec proxy_spec = stage("proxy_rm", "train-rm", to_yaml(proxy), {label_id}, ranks, 1);
+    proxy_spec.labels = labels;
+    std::string proxy_id = add_stage(stages, proxy_spec);
+    if (std::find(proxy_ids.begin(), proxy_ids.end(), proxy_id) == proxy_ids.end()) proxy_ids.push_back(proxy_id);
+
+    EvalRmConfig eval;
+    eval.scorer.model = "@proxy_rm/model";
+    eval.sets["id"].data.path = "@label/eval_id.jsonl";
+    for (const auto& family : e.world.ood_families)
+      eval.sets["ood_" + family].data.path = "@label/eval_ood_" + family + ".jsonl";
+    StageSpec eval_spec = stage("eval", "eval-rm", to_yaml(eval), {proxy_id, label_id}, 1, 1);
+    eval_spec.labels = labels;
+    add_stage(stages, eval_spec);
+
+    if (e.ppo.enabled &&
+        std::find(e.ppo.methods.begin(), e.ppo.methods.end(), method_label(e.rm)) != e.ppo.methods.end()) {
+      PpoConfig ppo = e.ppo.config;
+      ppo.policy = policy_dir;
+      ppo.prompts_train = "@world/prompts_train.jsonl";
+      ppo.prompts_eval = "@world/prompts_test.jsonl";
+      ppo.proxy = ScorerConfig();
+      ppo.proxy.model = "@proxy_rm/model";
+      ppo.gold = ScorerConfig();
+      ppo.gold->model = "@gold_rm/model";
+      ppo.seed = e.seed;
+      StageSpec ppo_spec = stage("ppo", "ppo", to_yaml(ppo), {world_id, gold_id, proxy_id}, 1, 1);
+      ppo_spec.labels = labels;
+      add_stage(stages, ppo_spec);
+    }
+  }
+
+  if (base.bon.enabled) {
+    BonConfig samples;
+    samples.policy = policy_dir;
+    samples.prompts = "@world/prompts_test.jsonl";
+    samples.n_prompts = base.bon.n_prompts;
+    samples.n_max = base.bon.n_max;
+    samples.max_new_tokens = base.bon.max_new_tokens;
+    samples.temperature = base.bon.temperature;
+    samples.seed = base.world.seed;
+    std::string samples_id = add_stage(stages, stage("bon_samples", "bon", to_yaml(samples), {world_id}, 1, cores));
+    BonConfig bon;
+    bon.samples_from = "@bon_samples/samples.jsonl";
+    bon.gold.model = "@gold_rm/model";
+    std::vector<std::string> deps = {samples_id, gold_id};
+    for (size_t i = 0; i < proxy_ids.size(); ++i) {
+      bon.proxy_models.push_back(i == 0 ? "@proxy_rm/model" : fmt::format("@proxy_rm#{}/model", i));
+      deps.push_back(proxy_ids[i]);
+    }
+    add_stage(stages, stage("bon", "bon", to_yaml(bon), deps, 1, cores));
+  }
+  return plan;
+}
+
+}  // namespace grm

@@ -1,0 +1,131 @@
+// An experiment: one YAML file with defaults for every field, validated before anything runs, swept
+// over any keys, and planned into the stage DAG
+//   world -> gold_rm -> label -> proxy_rm (per sweep point) -> eval (per proxy)
+//                                        \-> bon_samples -> bon (all proxies, gold-scored)
+//                                        \-> ppo (per proxy of the methods in ppo.methods)
+// whose stages are `grm` subcommands (pipeline/dag.hpp runs them); `grm run` then builds the report.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cluster/config.hpp"
+#include "pipeline/dag.hpp"
+#include "pipeline/sweep.hpp"
+#include "pipeline/world.hpp"
+#include "ppo/ppo.hpp"
+#include "rm/train_rm.hpp"
+
+namespace grm {
+
+struct LauncherConfig {
+  std::string kind = "local";  // local | mpirun | srun
+  int64_t np = 1;              // ranks for data-parallel stages (reward-model training)
+  int64_t max_cores = 0;       // core budget for concurrent stages; 0: all cores
+  std::vector<std::string> args;  // extra mpirun / srun arguments
+  template <class V>
+  void visit(V& v) {
+    v("kind", kind, Choices{"local", "mpirun", "srun"});
+    v("np", np);
+    v("max_cores", max_cores);
+    v("args", args);
+  }
+};
+
+struct GoldSection {
+  RmConfig rm;
+  OptimConfig optim;
+  int64_t max_length = 128;
+  template <class V>
+  void visit(V& v) {
+    v("rm", rm);
+    v("optim", optim);
+    v("max_length", max_length);
+  }
+};
+
+struct DataSection {
+  int64_t size = 400;       // proxy training pairs (a prefix of the labelled pool)
+  double label_noise = 0.0;
+  template <class V>
+  void visit(V& v) {
+    v("size", size);
+    v("label_noise", label_noise);
+  }
+};
+
+struct BonSection {
+  bool enabled = true;
+  int64_t n_max = 64;
+  int64_t n_prompts = 32;
+  int64_t max_new_tokens = 48;
+  double temperature = 1.0;
+  template <class V>
+  void visit(V& v) {
+    v("enabled", enabled);
+    v("n_max", n_max);
+    v("n_prompts", n_prompts);
+    v("max_new_tokens", max_new_tokens);
+    v("temperature", temperature);
+  }
+};
+
+struct PpoSection {
+  bool enabled = true;
+  std::vector<std::string> methods = {"bt", "grm"};  // proxies of these methods get a PPO run
+  PpoConfig config;  // ppo/ppo.hpp; policy, prompts, proxy, gold and seed are filled in by the plan
+  template <class V>
+  void visit(V& v) {
+    v("enabled", enabled);
+    v("methods", methods);
+    v("config", config);
+  }
+};
+
+struct Experiment {
+  std::string name = "experiment";
+  std::string run_dir;  // default: runs/<name> beside the working directory
+  uint64_t seed = 0;    // proxy RM / PPO seed (sweepable); the world has its own seed
+  std::string policy = "tinystories-656k";
+  LauncherConfig launcher;
+  WorldConfig world;
+  GoldSection gold;
+  DataSection data;
+  RmConfig rm;
+  OptimConfig train;     // proxy RM optimisation
+  int64_t max_length = 128;
+  BonSection bon;
+  PpoSection ppo;
+  SweepConfig sweep;
+  template <class V>
+  void visit(V& v) {
+    v("name", name);
+    v("run_dir", run_dir);
+    v("seed", seed);
+    v("policy", policy);
+    v("launcher", launcher);
+    v("world", world);
+    v("gold", gold);
+    v("data", data);
+    v("rm", rm);
+    v("train", train);
+    v("max_length", max_length);
+    v("bon", bon);
+    v("ppo", ppo);
+    v("sweep", sweep);
+  }
+};
+
+struct Plan {
+  Experiment base;                 // the experiment without sweep values
+  std::vector<StageSpec> stages;   // in a valid run order
+  std::string run_dir;
+};
+
+// Loads, applies --set overrides, validates (every sweep point too) and plans the DAG.
+Plan plan_experiment(const std::string& path, const std::vector<std::string>& overrides);
+
+// "grm", "grm-dpo", ... for GRM variants; the method name otherwise. Reports group by it.
+std::string method_label(const RmConfig& rm);
+
+}  // namespace grm
