@@ -3,7 +3,10 @@
 #pragma once
 
 #include <torch/torch.h>
+#include <ATen/autocast_mode.h>
 #include <torch/version.h>
+
+#define GRM_TORCH_AT_LEAST_2_4 (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
 
 namespace grm::compat {
 
@@ -22,5 +25,35 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
 }
 
 inline bool cuda_available() { return torch::cuda::is_available(); }
+
+// bf16 autocast for CUDA forward passes while alive (no-op when disabled, and on CPU-only builds where
+// nothing runs on CUDA). The dtype setter was renamed in torch 2.4.
+class CudaBf16Autocast {
+ public:
+  explicit CudaBf16Autocast(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+#if GRM_TORCH_AT_LEAST_2_4
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+#endif
+  }
+  ~CudaBf16Autocast() {
+    if (!enabled_) return;
+#if GRM_TORCH_AT_LEAST_2_4
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+  CudaBf16Autocast(const CudaBf16Autocast&) = delete;
+  CudaBf16Autocast& operator=(const CudaBf16Autocast&) = delete;
+
+ private:
+  bool enabled_;
+};
 
 }  // namespace grm::compat

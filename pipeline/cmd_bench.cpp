@@ -29,8 +29,29 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+std::filesystem::path bench_dir(const std::string& name) {
+  // Ranks of one mpirun job share their launcher as parent, so they agree on the folder.
+  int owner = launched_by_mpi() ? ::getppid() : ::getpid();
+  auto dir = std::filesystem::temp_directory_path() / fmt::format("grm_bench_{}_{}", name, owner);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// A randomly initialised model of the shape in config_json, saved with the tokenizer of `tokenizer_dir`
+// (its ids fit any vocabulary at least as large): speed does not depend on the weights.
+std::string random_model(const std::string& config_json, const std::string& tokenizer_dir,
+                         const std::filesystem::path& where) {
+  torch::manual_seed(0);
+  CausalLM model(ModelConfig::from_file(config_json));
+  save_causal_lm(model, where.string());
+  copy_tokenizer_files(tokenizer_dir, where.string());
+  return where.string();
+}
+
 struct BenchGenerate {
   std::string model_dir = "tinystories-656k";  // name or directory (policy/model_path.hpp)
+  std::string random_config;                   // time a randomly initialised model of this config.json
+  int64_t prompt_tokens = 0;                   // 0: the text "Once upon a time"; else prompts of this length
   int64_t batch = 64;
   int64_t new_tokens = 128;
   int threads = 0;  // 0: all cores
@@ -40,9 +61,15 @@ struct BenchGenerate {
 void run_bench_generate(const BenchGenerate& b) {
   torch::set_num_threads(b.threads > 0 ? b.threads : int(std::max(1u, std::thread::hardware_concurrency())));
   std::string dir = resolve_model_path(b.model_dir);
+  if (!b.random_config.empty()) dir = random_model(b.random_config, dir, bench_dir("generate") / "random");
   auto model = load_causal_lm(dir);
+  if (torch::cuda::is_available()) model->to(torch::kCUDA);
   auto tokenizer = load_tokenizer(dir);
-  std::vector<std::vector<int64_t>> prompts(size_t(b.batch), tokenizer->encode("Once upon a time"));
+  const auto text = tokenizer->encode("Once upon a time");
+  auto prompt = text;
+  while (b.prompt_tokens > 0 && int64_t(prompt.size()) < b.prompt_tokens) prompt.push_back(text[prompt.size() % text.size()]);
+  if (b.prompt_tokens > 0) prompt.resize(size_t(b.prompt_tokens));
+  std::vector<std::vector<int64_t>> prompts(size_t(b.batch), prompt);
   GenerateOptions options;
   options.max_new_tokens = b.new_tokens;
   options.batch_size = b.batch;  // one batch; no EOS so every row decodes all tokens
@@ -69,11 +96,6 @@ std::string fresh_reward_model(const std::string& model_dir, const std::filesyst
   return where.string();
 }
 
-std::filesystem::path bench_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / fmt::format("grm_bench_{}_{}", name, ::getpid());
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 struct BenchTokenize {
   std::string tokenizer = "tinystories-656k";
@@ -83,6 +105,8 @@ struct BenchTokenize {
 
 struct BenchTrainRm {
   std::string model_dir = "tinystories-656k";
+  std::string random_config;  // a config.json: benchmark a randomly initialised model of that shape
+  std::string device = "auto";
   int64_t pairs_per_rank = 8;
   int64_t tokens = 128;  // per sequence
   int64_t steps = 20;
@@ -91,8 +115,13 @@ struct BenchTrainRm {
 
 void run_bench_train_rm(const BenchTrainRm& b) {
   auto& comm = Comm::world();
-  std::string dir = resolve_model_path(b.model_dir);
   auto base = bench_dir("train_rm");
+  std::string dir = resolve_model_path(b.model_dir);
+  if (!b.random_config.empty()) {
+    if (comm.is_root()) random_model(b.random_config, dir, base / "random");
+    comm.barrier();
+    dir = (base / "random").string();
+  }
   // Pairs of random words long enough to fill `tokens` tokens: the speed does not depend on the text.
   auto tokenizer = load_tokenizer(dir);
   std::mt19937_64 rng(1);
@@ -117,11 +146,21 @@ void run_bench_train_rm(const BenchTrainRm& b) {
   c.optim.max_steps = b.steps;
   c.log_every = b.steps;
   c.checkpoint_every = 0;
+  c.device = b.device;
+  c.optim.warmup_ratio = 0;
   auto result = train_reward_model(c, (base / "out").string());
   if (comm.is_root()) {
-    std::printf("train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s: %.0f tokens/s\n", dir.c_str(),
-                comm.size(), (long long)b.pairs_per_rank, (long long)b.tokens, b.method.c_str(),
-                result.tokens_per_second);
+    // Model FLOPs per token of a training step: 6 x parameters (forward + backward) plus attention.
+    auto config = ModelConfig::from_file(dir);
+    double params = double(config.n_layer) * (2.0 * config.n_embd * config.n_head * config.head_dim +
+                                              2.0 * config.n_embd * config.n_kv_head * config.head_dim +
+                                              3.0 * config.n_embd * config.n_ff) +
+                    double(config.n_vocab) * config.n_embd;
+    double flops_per_token = 6 * params + 12.0 * config.n_layer * config.n_head * config.head_dim * b.tokens;
+    std::printf("train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s: %.0f tokens/s, %.2f model "
+                "GFLOP/s\n",
+                dir.c_str(), comm.size(), (long long)b.pairs_per_rank, (long long)b.tokens, b.method.c_str(),
+                result.tokens_per_second, result.tokens_per_second * flops_per_token / 1e9);
     std::filesystem::remove_all(base);
   }
 }
@@ -199,6 +238,8 @@ void add_bench_command(CLI::App& app) {
   auto gen = std::make_shared<BenchGenerate>();
   auto* g = bench->add_subcommand("generate", "KV-cache sampling throughput");
   g->add_option("--model", gen->model_dir, "model directory");
+  g->add_option("--random-config", gen->random_config, "config.json of a randomly initialised model to time");
+  g->add_option("--prompt-tokens", gen->prompt_tokens, "prompt length in tokens (0: a short text)");
   g->add_option("--batch", gen->batch, "prompts decoded together");
   g->add_option("--new-tokens", gen->new_tokens, "tokens per row");
   g->add_option("--threads", gen->threads, "LibTorch threads (0: all cores)");
@@ -218,6 +259,8 @@ void add_bench_command(CLI::App& app) {
   auto rm = std::make_shared<BenchTrainRm>();
   auto* r = bench->add_subcommand("train-rm", "Reward-model training throughput; run under mpirun for several ranks");
   r->add_option("--model", rm->model_dir, "backbone model directory");
+  r->add_option("--random-config", rm->random_config, "config.json of a randomly initialised backbone to time");
+  r->add_option("--device", rm->device, "auto | cpu | cuda");
   r->add_option("--pairs", rm->pairs_per_rank, "preference pairs per rank per step");
   r->add_option("--tokens", rm->tokens, "tokens per sequence");
   r->add_option("--steps", rm->steps, "optimizer steps");

@@ -123,7 +123,7 @@ void add_scorer_options(CLI::App* app, ScorerConfig& scorer) {
   app->add_option("--model", scorer.model, "reward model directory (or ensemble folder)");
   app->add_option("--url", scorer.url, "served reward model: http://host:port/get_reward");
   app->add_option("--token-file", scorer.token_file, "bearer token for --url");
-  app->add_option("--oracle", scorer.oracle, "built-in programmatic scorer (story)");
+  app->add_option("--oracle", scorer.oracle, "built-in programmatic scorer: story, or word:WORD[:MAX]");
 }
 
 }  // namespace

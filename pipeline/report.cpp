@@ -157,7 +157,8 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
       note_method(data, labels.setting.method);
     }
   }
-  if (fs::exists(stage.dir + "/metrics.jsonl")) {
+  // Reward-model training curves only: PPO stages keep their own metrics.jsonl beside ppo_curve.jsonl.
+  if (fs::exists(stage.dir + "/metrics.jsonl") && !fs::exists(stage.dir + "/ppo_curve.jsonl")) {
     TrainRun run{labels, stage.labels.count("method") ? labels.setting.method : stage.name, {}};
     for (const auto& row : read_jsonl(stage.dir + "/metrics.jsonl", data.notes)) {
       run.rows.push_back({field(row, "step"), field(row, "loss"), field(row, "accuracy")});

@@ -16,7 +16,7 @@ struct ScorerConfig {
   std::string model;       // reward model directory
   std::string url;         // http://host:port/get_reward of `grm serve`
   std::string token_file;  // bearer token for url, read from this file
-  std::string oracle;      // built-in programmatic scorer, e.g. "story"
+  std::string oracle;      // built-in programmatic scorer: "story", or "word:WORD[:MAX]" (count of a word)
   int64_t batch_size = 32;
   std::string device = "auto";
   template <class V>

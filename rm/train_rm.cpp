@@ -10,6 +10,7 @@
 #include "cluster/comm.hpp"
 #include "cluster/error.hpp"
 #include "cluster/log.hpp"
+#include "cluster/torch_compat.hpp"
 #include "policy/model_path.hpp"
 #include "policy/tokenizer.hpp"
 #include "rm/losses.hpp"
@@ -161,6 +162,7 @@ class MemberTrainer {
     auto ids = batch.ids.to(device_), mask = batch.mask.to(device_), response = batch.response_mask.to(device_);
     int64_t B = int64_t(indices.size());
     bool grm = c_.rm.method == "grm";
+    compat::CudaBf16Autocast autocast(c_.bf16 && device_.is_cuda());
     auto out = model_->forward(ids, mask, /*want_logits=*/grm);
     auto r_chosen = out.rewards.narrow(0, 0, B), r_rejected = out.rewards.narrow(0, B, B);
     std::vector<float> margins, ties;

@@ -106,6 +106,7 @@ struct TrainRmConfig {
   int64_t checkpoint_every = 50;
   int64_t threads = 0;          // LibTorch threads per rank; 0: cores / ranks
   std::string device = "auto";  // auto | cpu | cuda
+  bool bf16 = true;             // bf16 autocast of forward passes on CUDA (fp32 master weights)
   template <class V>
   void visit(V& v) {
     v("model", model);
@@ -119,6 +120,7 @@ struct TrainRmConfig {
     v("checkpoint_every", checkpoint_every);
     v("threads", threads);
     v("device", device, Choices{"auto", "cpu", "cuda"});
+    v("bf16", bf16);
   }
 };
 

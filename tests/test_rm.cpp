@@ -16,6 +16,7 @@
 #include "rm/losses.hpp"
 #include "rm/reward_data.hpp"
 #include "rm/reward_model.hpp"
+#include "rm/reward_server.hpp"
 #include "rm/scorer.hpp"
 #include "rm/train_rm.hpp"
 #include "test_util.hpp"
@@ -381,6 +382,37 @@ TEST(TrainRm, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
   // And the training really moved the weights (the comparison is not between two untouched models).
   auto base = load_causal_lm(resolve_model_path("tinystories-656k"))->hf_state_dict();
   EXPECT_GT((one.at("model.norm.weight") - base.at("model.norm.weight")).abs().max().item<double>(), 1e-4);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(RewardServing, ServedScoresEqualInProcessScores) {
+  auto dir = temp_dir("serve");
+  auto model_dir = resolve_model_path("tinystories-656k");
+  auto model = make_reward_model(model_dir, {"mlp", 64}, 5);
+  save_reward_model(model, (dir / "rm").string());
+  copy_tokenizer_files(model_dir, (dir / "rm").string());
+  auto scorer = make_model_scorer((dir / "rm").string(), 8);
+  ServerOptions options;
+  options.port = 0;
+  options.max_batch = 5;  // batches of the server differ from the in-process ones
+  RewardServer server(options, [&](const std::vector<ScoreItem>& items) { return scorer->score(items); });
+  server.start();
+  std::vector<ScoreItem> items;
+  for (int i = 0; i < 23; ++i)
+    items.push_back({"Once upon a time", std::string(" there was a dog") + std::string(size_t(i % 7), '!')});
+  RewardClient client(fmt::format("http://127.0.0.1:{}/get_reward", server.port()), "", 4);
+  auto served = client.score(items);
+  auto local = make_model_scorer((dir / "rm").string(), 32)->score(items);
+  ASSERT_EQ(served.size(), local.size());
+  double worst = 0;
+  for (size_t i = 0; i < local.size(); ++i) worst = std::max(worst, std::abs(served[i] - local[i]));
+  EXPECT_LE(worst, 1e-5);
+  EXPECT_GT(std::abs(local[0] - local[6]), 0.0);  // the texts do get different rewards
+  server.stop();
   fs::remove_all(dir);
 }
 
