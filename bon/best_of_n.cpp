@@ -22,6 +22,17 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// One samples.jsonl line, newline included.
+std::string sample_line(const BonSample& s) {
+  return json({{"prompt_id", s.prompt_id},
+               {"sample_id", s.sample_id},
+               {"prompt", s.prompt},
+               {"text", s.text},
+               {"tokens", s.tokens}})
+             .dump() +
+         "\n";
+}
+
 std::vector<BonSample> read_samples(const std::string& path, bool tolerate_torn_tail) {
   std::vector<BonSample> samples;
   auto lines = read_lines(path);
@@ -52,9 +63,7 @@ std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<st
     for (const auto& s : existing)
       if (per_prompt[s.prompt_id] == c.n_max) kept.push_back(s);
     std::string text;
-    for (const auto& s : kept)
-      text += json({{"prompt_id", s.prompt_id}, {"sample_id", s.sample_id}, {"prompt", s.prompt}, {"text", s.text},
-                    {"tokens", s.tokens}}).dump() + "\n";
+    for (const auto& s : kept) text += sample_line(s);
     write_file_atomic(path, text);
   }
   int64_t done = int64_t(kept.size()) / std::max<int64_t>(1, c.n_max);
@@ -78,10 +87,10 @@ std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<st
     auto out = generate(model, rows, options);
     std::string text;
     for (int64_t i = 0; i < c.n_max; ++i) {
-      BonSample s{p, i, prompts[size_t(p)], decode_continuation(*tokenizer, rows[0], out.tokens[size_t(i)], options.eos_ids),
+      BonSample s{p, i, prompts[size_t(p)],
+                  decode_continuation(*tokenizer, rows[0], out.tokens[size_t(i)], options.eos_ids),
                   int64_t(out.tokens[size_t(i)].size())};
-      text += json({{"prompt_id", s.prompt_id}, {"sample_id", s.sample_id}, {"prompt", s.prompt},
-                    {"text", s.text}, {"tokens", s.tokens}}).dump() + "\n";
+      text += sample_line(s);
       kept.push_back(std::move(s));
     }
     append_line(path, text.substr(0, text.size() - 1));
@@ -108,7 +117,8 @@ std::vector<double> scores_for(const std::string& name, const ScorerConfig& scor
   for (const auto& s : samples) items.push_back({s.prompt, s.text});
   auto scores = scorer->score(items);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  log::info("scored {} samples with {}: {:.0f} samples/s", samples.size(), name, double(samples.size()) / seconds);
+  log::info("scored {} samples with {}: {:.0f} samples/s", samples.size(), name,
+            double(samples.size()) / seconds);
   write_file_atomic(path.string(), json(scores).dump());
   return scores;
 }
@@ -203,17 +213,26 @@ void run_best_of_n(const BonConfig& c, const std::string& out_dir, const std::st
   }
   auto gold = by_prompt(scores_for("gold", c.gold, samples, out_dir, config_dir), n_prompts, n);
   json curves = json::object();
-  std::string csv = "proxy,n,kl,proxy_mean,proxy_lo,proxy_hi,gold_mean,gold_lo,gold_hi,proxy_norm,gold_norm\n";
+  std::string csv =
+      "proxy,n,kl,proxy_mean,proxy_lo,proxy_hi,gold_mean,gold_lo,gold_hi,proxy_norm,gold_norm\n";
   for (const auto& [name, scorer] : proxies) {
     auto proxy = by_prompt(scores_for("proxy_" + name, scorer, samples, out_dir, config_dir), n_prompts, n);
     auto curve = best_of_n_curve(proxy, gold, c.bootstrap, c.seed);
     json points = json::array();
     for (const auto& p : curve) {
-      points.push_back({{"n", p.n}, {"kl", p.kl}, {"proxy", p.proxy}, {"gold", p.gold}, {"proxy_norm", p.proxy_norm},
-                        {"gold_norm", p.gold_norm}, {"proxy_lo", p.proxy_lo}, {"proxy_hi", p.proxy_hi},
-                        {"gold_lo", p.gold_lo}, {"gold_hi", p.gold_hi}});
-      csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f}\n", name, p.n, p.kl,
-                         p.proxy, p.proxy_lo, p.proxy_hi, p.gold, p.gold_lo, p.gold_hi, p.proxy_norm, p.gold_norm);
+      points.push_back({{"n", p.n},
+                        {"kl", p.kl},
+                        {"proxy", p.proxy},
+                        {"gold", p.gold},
+                        {"proxy_norm", p.proxy_norm},
+                        {"gold_norm", p.gold_norm},
+                        {"proxy_lo", p.proxy_lo},
+                        {"proxy_hi", p.proxy_hi},
+                        {"gold_lo", p.gold_lo},
+                        {"gold_hi", p.gold_hi}});
+      csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f}\n", name, p.n,
+                         p.kl, p.proxy, p.proxy_lo, p.proxy_hi, p.gold, p.gold_lo, p.gold_hi, p.proxy_norm,
+                         p.gold_norm);
     }
     curves[name] = points;
     log::info("{}: best-of-{} proxy {:+.3f}, gold {:+.3f} (from n=1, KL {:.2f} nats)", name, curve.back().n,

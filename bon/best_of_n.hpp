@@ -17,18 +17,18 @@ namespace grm {
 
 struct BonConfig {
   std::string policy = "tinystories-656k";
-  std::string prompts;                     // JSONL of {"id", "prompt"}
-  std::vector<std::string> prompt_list;    // or inline prompts
-  int64_t n_prompts = 64;                  // first n of the file (0: all)
+  std::string prompts;                   // JSONL of {"id", "prompt"}
+  std::vector<std::string> prompt_list;  // or inline prompts
+  int64_t n_prompts = 64;                // first n of the file (0: all)
   int64_t n_max = 256;
   int64_t max_new_tokens = 48;
   double temperature = 1.0;
   int64_t top_k = 0;
   double top_p = 1.0;
   uint64_t seed = 0;
-  std::string samples_from;                // reuse this samples.jsonl instead of sampling
+  std::string samples_from;                     // reuse this samples.jsonl instead of sampling
   std::map<std::string, ScorerConfig> proxies;  // name -> scorer
-  std::vector<std::string> proxy_models;   // reward model dirs, named after their stage folder
+  std::vector<std::string> proxy_models;        // reward model dirs, named after their stage folder
   ScorerConfig gold;
   int64_t bootstrap = 1000;
   int64_t threads = 0;

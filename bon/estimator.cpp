@@ -11,7 +11,8 @@ namespace grm {
 
 double best_of_n_expectation(const std::vector<double>& proxy, const std::vector<double>& reward, int64_t n) {
   int64_t N = int64_t(proxy.size());
-  if (reward.size() != proxy.size()) fail("best-of-n: {} proxy scores but {} rewards", proxy.size(), reward.size());
+  if (reward.size() != proxy.size())
+    fail("best-of-n: {} proxy scores but {} rewards", proxy.size(), reward.size());
   if (n < 1 || n > N) fail("best-of-n: n = {} outside 1..{}", n, N);
   std::vector<int64_t> order(size_t(N), 0);
   std::iota(order.begin(), order.end(), 0);
@@ -25,7 +26,9 @@ double best_of_n_expectation(const std::vector<double>& proxy, const std::vector
   return expectation;
 }
 
-double best_of_n_kl(int64_t n) { return std::log(double(n)) - double(n - 1) / double(n); }
+double best_of_n_kl(int64_t n) {
+  return std::log(double(n)) - double(n - 1) / double(n);
+}
 
 Interval bootstrap_mean(const std::vector<double>& per_prompt, int resamples, double alpha, uint64_t seed) {
   Interval out;

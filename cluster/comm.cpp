@@ -28,20 +28,25 @@ void check_mpi(int code, const char* what) {
 
 MPI_Datatype mpi_type(const torch::Tensor& t) {
   switch (t.scalar_type()) {
-    case torch::kFloat32: return MPI_FLOAT;
-    case torch::kFloat64: return MPI_DOUBLE;
-    case torch::kInt64: return MPI_INT64_T;
-    case torch::kInt32: return MPI_INT32_T;
-    default: fail("MPI all-reduce: unsupported dtype {}", c10::toString(t.scalar_type()));
+    case torch::kFloat32:
+      return MPI_FLOAT;
+    case torch::kFloat64:
+      return MPI_DOUBLE;
+    case torch::kInt64:
+      return MPI_INT64_T;
+    case torch::kInt32:
+      return MPI_INT32_T;
+    default:
+      fail("MPI all-reduce: unsupported dtype {}", c10::toString(t.scalar_type()));
   }
 }
 
 }  // namespace
 
 #ifdef GRM_CUDA
-#define GRM_NCCL_CHECK(call)                                                                   \
-  do {                                                                                         \
-    ncclResult_t result_ = (call);                                                             \
+#define GRM_NCCL_CHECK(call)                                                                    \
+  do {                                                                                          \
+    ncclResult_t result_ = (call);                                                              \
     if (result_ != ncclSuccess) fail("NCCL {} failed: {}", #call, ncclGetErrorString(result_)); \
   } while (0)
 
@@ -49,12 +54,18 @@ struct Comm::Nccl {
   ncclComm_t comm = nullptr;
   ncclDataType_t type(const torch::Tensor& t) {
     switch (t.scalar_type()) {
-      case torch::kFloat32: return ncclFloat32;
-      case torch::kFloat64: return ncclFloat64;
-      case torch::kBFloat16: return ncclBfloat16;
-      case torch::kFloat16: return ncclFloat16;
-      case torch::kInt64: return ncclInt64;
-      default: fail("NCCL all-reduce: unsupported dtype {}", c10::toString(t.scalar_type()));
+      case torch::kFloat32:
+        return ncclFloat32;
+      case torch::kFloat64:
+        return ncclFloat64;
+      case torch::kBFloat16:
+        return ncclBfloat16;
+      case torch::kFloat16:
+        return ncclFloat16;
+      case torch::kInt64:
+        return ncclInt64;
+      default:
+        fail("NCCL all-reduce: unsupported dtype {}", c10::toString(t.scalar_type()));
     }
   }
 };
@@ -112,8 +123,8 @@ void Comm::all_reduce_sum(torch::Tensor& tensor) {
   if (tensor.is_cuda()) {
     if (!nccl_) fail("NCCL was not initialised for CUDA tensors");
     auto stream = c10::cuda::getCurrentCUDAStream();
-    GRM_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()), nccl_->type(tensor),
-                                 ncclSum, nccl_->comm, stream.stream()));
+    GRM_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()),
+                                 nccl_->type(tensor), ncclSum, nccl_->comm, stream.stream()));
     return;
   }
 #endif
@@ -135,8 +146,8 @@ void Comm::broadcast(torch::Tensor& tensor, int root) {
 #ifdef GRM_CUDA
   if (tensor.is_cuda()) {
     auto stream = c10::cuda::getCurrentCUDAStream();
-    GRM_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()), nccl_->type(tensor),
-                                 root, nccl_->comm, stream.stream()));
+    GRM_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()),
+                                 nccl_->type(tensor), root, nccl_->comm, stream.stream()));
     return;
   }
 #endif
@@ -178,7 +189,8 @@ struct GradientAllReducer::Bucket {
 #endif
 };
 
-GradientAllReducer::GradientAllReducer(std::vector<torch::Tensor> parameters, Comm& comm, int64_t bucket_bytes)
+GradientAllReducer::GradientAllReducer(std::vector<torch::Tensor> parameters, Comm& comm,
+                                       int64_t bucket_bytes)
     : parameters_(std::move(parameters)), comm_(comm) {
   // Backward produces gradients roughly in reverse order of the forward, so buckets are filled from the end.
   for (size_t k = parameters_.size(); k-- > 0;) {
@@ -238,8 +250,8 @@ void GradientAllReducer::launch(Bucket& bucket) {
     return;
   }
 #endif
-  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, bucket.flat.data_ptr(), int(bucket.flat.numel()), mpi_type(bucket.flat),
-                           MPI_SUM, MPI_COMM_WORLD, &bucket.request),
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, bucket.flat.data_ptr(), int(bucket.flat.numel()),
+                           mpi_type(bucket.flat), MPI_SUM, MPI_COMM_WORLD, &bucket.request),
             "MPI_Iallreduce");
 }
 
@@ -251,18 +263,25 @@ void GradientAllReducer::synchronize() {
       for (size_t slot = 0; slot < bucket->parameters.size(); ++slot) {
         const auto& p = parameters_[bucket->parameters[slot]];
         auto view = bucket->flat.narrow(0, bucket->offsets[slot], p.numel()).view_as(p);
-        if (p.grad().defined()) view.copy_(p.grad()); else view.zero_();
+        if (p.grad().defined())
+          view.copy_(p.grad());
+        else
+          view.zero_();
       }
       launch(*bucket);
     }
-    if (bucket->request != MPI_REQUEST_NULL) check_mpi(MPI_Wait(&bucket->request, MPI_STATUS_IGNORE), "MPI_Wait");
+    if (bucket->request != MPI_REQUEST_NULL)
+      check_mpi(MPI_Wait(&bucket->request, MPI_STATUS_IGNORE), "MPI_Wait");
 #ifdef GRM_CUDA
     if (bucket->done) bucket->done->block(c10::cuda::getCurrentCUDAStream());
 #endif
     for (size_t slot = 0; slot < bucket->parameters.size(); ++slot) {
       auto& p = parameters_[bucket->parameters[slot]];
       auto view = bucket->flat.narrow(0, bucket->offsets[slot], p.numel()).view_as(p);
-      if (p.grad().defined()) p.mutable_grad().copy_(view); else p.mutable_grad() = view.clone();
+      if (p.grad().defined())
+        p.mutable_grad().copy_(view);
+      else
+        p.mutable_grad() = view.clone();
     }
   }
   armed_ = false;

@@ -2,11 +2,12 @@
 // here, behind TORCH_VERSION_MAJOR, so the rest of the code base is written once.
 #pragma once
 
-#include <torch/torch.h>
 #include <ATen/autocast_mode.h>
+#include <torch/torch.h>
 #include <torch/version.h>
 
-#define GRM_TORCH_AT_LEAST_2_4 (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+#define GRM_TORCH_AT_LEAST_2_4 \
+  (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
 
 namespace grm::compat {
 
@@ -24,7 +25,9 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
 #endif
 }
 
-inline bool cuda_available() { return torch::cuda::is_available(); }
+inline bool cuda_available() {
+  return torch::cuda::is_available();
+}
 
 // bf16 autocast for CUDA forward passes while alive (no-op when disabled, and on CPU-only builds where
 // nothing runs on CUDA). The dtype setter was renamed in torch 2.4.

@@ -67,12 +67,13 @@ void run_bench_generate(const BenchGenerate& b) {
   auto tokenizer = load_tokenizer(dir);
   const auto text = tokenizer->encode("Once upon a time");
   auto prompt = text;
-  while (b.prompt_tokens > 0 && int64_t(prompt.size()) < b.prompt_tokens) prompt.push_back(text[prompt.size() % text.size()]);
+  while (b.prompt_tokens > 0 && int64_t(prompt.size()) < b.prompt_tokens)
+    prompt.push_back(text[prompt.size() % text.size()]);
   if (b.prompt_tokens > 0) prompt.resize(size_t(b.prompt_tokens));
   std::vector<std::vector<int64_t>> prompts(size_t(b.batch), prompt);
   GenerateOptions options;
   options.max_new_tokens = b.new_tokens;
-  options.batch_size = b.batch;  // one batch; no EOS so every row decodes all tokens
+  options.batch_size = b.batch;       // one batch; no EOS so every row decodes all tokens
   generate(model, prompts, options);  // warm-up
   double best = 0;
   for (int r = 0; r < b.repeats; ++r) {
@@ -95,7 +96,6 @@ std::string fresh_reward_model(const std::string& model_dir, const std::filesyst
   copy_tokenizer_files(model_dir, where.string());
   return where.string();
 }
-
 
 struct BenchTokenize {
   std::string tokenizer = "tinystories-656k";
@@ -129,10 +129,13 @@ void run_bench_train_rm(const BenchTrainRm& b) {
   for (int64_t i = 0; i < (b.steps + 1) * b.pairs_per_rank * comm.size(); ++i) {
     auto words = [&] {
       std::string text;
-      while (int64_t(tokenizer->encode(text).size()) < b.tokens - 8) text += " word" + std::to_string(rng() % 500);
+      while (int64_t(tokenizer->encode(text).size()) < b.tokens - 8)
+        text += " word" + std::to_string(rng() % 500);
       return text;
     };
-    data += nlohmann::json({{"prompt", "Once upon a time"}, {"chosen", words()}, {"rejected", words()}}).dump() + "\n";
+    data +=
+        nlohmann::json({{"prompt", "Once upon a time"}, {"chosen", words()}, {"rejected", words()}}).dump() +
+        "\n";
   }
   TrainRmConfig c;
   c.model = dir;
@@ -157,10 +160,11 @@ void run_bench_train_rm(const BenchTrainRm& b) {
                                               3.0 * config.n_embd * config.n_ff) +
                     double(config.n_vocab) * config.n_embd;
     double flops_per_token = 6 * params + 12.0 * config.n_layer * config.n_head * config.head_dim * b.tokens;
-    std::printf("train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s: %.0f tokens/s, %.2f model "
-                "GFLOP/s\n",
-                dir.c_str(), comm.size(), (long long)b.pairs_per_rank, (long long)b.tokens, b.method.c_str(),
-                result.tokens_per_second, result.tokens_per_second * flops_per_token / 1e9);
+    std::printf(
+        "train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s: %.0f tokens/s, %.2f model "
+        "GFLOP/s\n",
+        dir.c_str(), comm.size(), (long long)b.pairs_per_rank, (long long)b.tokens, b.method.c_str(),
+        result.tokens_per_second, result.tokens_per_second * flops_per_token / 1e9);
     std::filesystem::remove_all(base);
   }
 }
@@ -252,14 +256,17 @@ void add_bench_command(CLI::App& app) {
   t->add_option("--data", tok->data, "preference JSONL(.gz) whose chosen/rejected texts are encoded");
   t->add_option("--threads", tok->threads, "encoding threads");
   t->callback([tok] {
-    std::string path = std::filesystem::exists(tok->tokenizer) ? tok->tokenizer : resolve_model_path(tok->tokenizer);
+    std::string path =
+        std::filesystem::exists(tok->tokenizer) ? tok->tokenizer : resolve_model_path(tok->tokenizer);
     bench_tokenize(path, tok->data, tok->threads);
   });
 
   auto rm = std::make_shared<BenchTrainRm>();
-  auto* r = bench->add_subcommand("train-rm", "Reward-model training throughput; run under mpirun for several ranks");
+  auto* r = bench->add_subcommand("train-rm",
+                                  "Reward-model training throughput; run under mpirun for several ranks");
   r->add_option("--model", rm->model_dir, "backbone model directory");
-  r->add_option("--random-config", rm->random_config, "config.json of a randomly initialised backbone to time");
+  r->add_option("--random-config", rm->random_config,
+                "config.json of a randomly initialised backbone to time");
   r->add_option("--device", rm->device, "auto | cpu | cuda");
   r->add_option("--pairs", rm->pairs_per_rank, "preference pairs per rank per step");
   r->add_option("--tokens", rm->tokens, "tokens per sequence");

@@ -8,7 +8,8 @@ namespace grm {
 
 void add_bon_command(CLI::App& app) {
   auto args = std::make_shared<StageArgs>();
-  auto* sub = app.add_subcommand("bon", "Best-of-N: sample N_max per prompt, score with proxies and gold, curves");
+  auto* sub =
+      app.add_subcommand("bon", "Best-of-N: sample N_max per prompt, score with proxies and gold, curves");
   add_stage_options(sub, *args);
   sub->callback([args] {
     auto config = load_stage_config<BonConfig>(*args);

@@ -46,8 +46,10 @@ void run_generate(const GenerateCommand& cmd) {
 
 void add_generate_command(CLI::App& app) {
   auto cmd = std::make_shared<GenerateCommand>();
-  auto* sub = app.add_subcommand("generate", "Sample continuations from a causal LM (Hugging Face directory)");
-  sub->add_option("--model", cmd->model_dir, "model directory (config.json, safetensors, tokenizer)")->required();
+  auto* sub =
+      app.add_subcommand("generate", "Sample continuations from a causal LM (Hugging Face directory)");
+  sub->add_option("--model", cmd->model_dir, "model directory (config.json, safetensors, tokenizer)")
+      ->required();
   sub->add_option("--prompt", cmd->prompts, "prompt text (repeatable)")->required();
   sub->add_option("--n", cmd->n, "samples per prompt");
   sub->add_option("--max-new-tokens", cmd->max_new_tokens, "tokens to generate at most");

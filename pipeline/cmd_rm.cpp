@@ -76,7 +76,8 @@ void run_score(const ScoreCommand& cmd) {
     }
     auto text = [&](const std::string& field, bool required) -> std::string {
       if (!record.contains(field)) {
-        if (required) fail("{}:{}: missing field '{}' (choose it with --response-field)", cmd.input, i + 1, field);
+        if (required)
+          fail("{}:{}: missing field '{}' (choose it with --response-field)", cmd.input, i + 1, field);
         return "";
       }
       if (!record[field].is_string()) fail("{}:{}: field '{}' must be a string", cmd.input, i + 1, field);
@@ -115,7 +116,8 @@ void run_serve(const ServeCommand& cmd) {
   RewardServer server(options, [&](const std::vector<ScoreItem>& items) { return scorer->score(items); });
   server.start();
   log::info("serving {} on http://{}:{}/get_reward (max batch {}, max wait {} ms{})", cmd.model, options.host,
-            server.port(), options.max_batch, options.max_wait_ms, options.token.empty() ? "" : ", bearer token");
+            server.port(), options.max_batch, options.max_wait_ms,
+            options.token.empty() ? "" : ", bearer token");
   serve_until_signal(server);
 }
 
@@ -130,7 +132,8 @@ void add_scorer_options(CLI::App* app, ScorerConfig& scorer) {
 
 void add_train_rm_command(CLI::App& app) {
   auto args = std::make_shared<StageArgs>();
-  auto* sub = app.add_subcommand("train-rm", "Train a reward model (GRM or a baseline); data-parallel under mpirun");
+  auto* sub =
+      app.add_subcommand("train-rm", "Train a reward model (GRM or a baseline); data-parallel under mpirun");
   add_stage_options(sub, *args);
   sub->callback([args] { run_train_rm(*args); });
 }
@@ -141,7 +144,8 @@ void add_eval_rm_command(CLI::App& app) {
   add_stage_options(sub, cmd->stage, false);
   sub->add_option("--model", cmd->model, "reward model directory");
   sub->add_option("--data", cmd->data, "preference JSONL(.gz)");
-  sub->add_option("--map", cmd->map, "data field mapping, e.g. --map format=transcript --map chosen_field=good");
+  sub->add_option("--map", cmd->map,
+                  "data field mapping, e.g. --map format=transcript --map chosen_field=good");
   sub->add_option("--output", cmd->output, "write the JSON result here");
   sub->callback([cmd] { run_eval_rm(*cmd); });
 }

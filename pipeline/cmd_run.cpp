@@ -53,8 +53,10 @@ void run_experiment(const RunCommand& cmd) {
 
 void add_run_command(CLI::App& app) {
   auto cmd = std::make_shared<RunCommand>();
-  auto* sub = app.add_subcommand("run", "Run an experiment: world, gold RM, proxy RMs, evaluation, BoN, PPO, report");
-  sub->add_option("experiment", cmd->experiment, "experiment YAML (e.g. experiments/quickstart.yaml)")->required();
+  auto* sub =
+      app.add_subcommand("run", "Run an experiment: world, gold RM, proxy RMs, evaluation, BoN, PPO, report");
+  sub->add_option("experiment", cmd->experiment, "experiment YAML (e.g. experiments/quickstart.yaml)")
+      ->required();
   sub->add_option("--set", cmd->sets, "override a key, e.g. --set data.size=200 (repeatable)");
   sub->add_flag("--dry-run", cmd->dry_run, "print the stages that would run, run nothing");
   sub->add_option("--max-cores", cmd->max_cores, "core budget for concurrent stages (default: all)");
@@ -65,12 +67,14 @@ void add_world_command(CLI::App& app) {
   auto args = std::make_shared<StageArgs>();
   auto* sub = app.add_subcommand("world", "Stage: prompts, policy samples and oracle-labelled gold pairs");
   add_stage_options(sub, *args);
-  sub->callback([args] { build_world(load_stage_config<WorldStage>(*args), args->out, config_dir_of(*args)); });
+  sub->callback(
+      [args] { build_world(load_stage_config<WorldStage>(*args), args->out, config_dir_of(*args)); });
 }
 
 void add_label_command(CLI::App& app) {
   auto args = std::make_shared<StageArgs>();
-  auto* sub = app.add_subcommand("label", "Stage: the gold RM labels the proxy-training and evaluation pools");
+  auto* sub =
+      app.add_subcommand("label", "Stage: the gold RM labels the proxy-training and evaluation pools");
   add_stage_options(sub, *args);
   sub->callback([args] { label_world(load_stage_config<LabelStage>(*args), args->out); });
 }

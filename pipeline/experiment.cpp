@@ -14,7 +14,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string number_label(double value) { return fmt::format("{}", value); }
+std::string number_label(double value) {
+  return fmt::format("{}", value);
+}
 
 StageSpec stage(std::string name, std::string subcommand, YAML::Node config, std::vector<std::string> deps,
                 int ranks, int cores) {
@@ -67,14 +69,17 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
   gold.threads = 0;
   std::string gold_id = add_stage(stages, stage("gold_rm", "train-rm", to_yaml(gold), {world_id}, ranks, 1));
 
-  LabelStage label{"@gold_rm/model", "@world", base.world.ood_families, base.data.label_noise, base.world.seed};
-  std::string label_id = add_stage(stages, stage("label", "label", to_yaml(label), {world_id, gold_id}, 1, cores));
+  LabelStage label{"@gold_rm/model", "@world", base.world.ood_families, base.data.label_noise,
+                   base.world.seed};
+  std::string label_id =
+      add_stage(stages, stage("label", "label", to_yaml(label), {world_id, gold_id}, 1, cores));
 
   std::vector<std::string> proxy_ids;
   for (const auto& point : expand_sweep(root, path, config_key_check<Experiment>())) {
     Experiment e = read_config<Experiment>(point.config, path);
     // Settings a method does not read are reset, so that sweeping alpha leaves one baseline, not five.
-    if (e.rm.method != "grm") e.rm.alpha = RmConfig().alpha, e.rm.beta = RmConfig().beta, e.rm.reg = RmConfig().reg;
+    if (e.rm.method != "grm")
+      e.rm.alpha = RmConfig().alpha, e.rm.beta = RmConfig().beta, e.rm.reg = RmConfig().reg;
     if (e.rm.method != "label_smooth") e.rm.label_smoothing = RmConfig().label_smoothing;
     if (e.rm.method != "margin") e.rm.margin_scale = RmConfig().margin_scale;
     if (e.rm.method != "ensemble") e.rm.ensemble = EnsembleConfig();
@@ -96,7 +101,8 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
     StageSpec proxy_spec = stage("proxy_rm", "train-rm", to_yaml(proxy), {label_id}, ranks, 1);
     proxy_spec.labels = labels;
     std::string proxy_id = add_stage(stages, proxy_spec);
-    if (std::find(proxy_ids.begin(), proxy_ids.end(), proxy_id) == proxy_ids.end()) proxy_ids.push_back(proxy_id);
+    if (std::find(proxy_ids.begin(), proxy_ids.end(), proxy_id) == proxy_ids.end())
+      proxy_ids.push_back(proxy_id);
 
     EvalRmConfig eval;
     eval.scorer.model = "@proxy_rm/model";
@@ -133,7 +139,8 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
     samples.max_new_tokens = base.bon.max_new_tokens;
     samples.temperature = base.bon.temperature;
     samples.seed = base.world.seed;
-    std::string samples_id = add_stage(stages, stage("bon_samples", "bon", to_yaml(samples), {world_id}, 1, cores));
+    std::string samples_id =
+        add_stage(stages, stage("bon_samples", "bon", to_yaml(samples), {world_id}, 1, cores));
     BonConfig bon;
     bon.samples_from = "@bon_samples/samples.jsonl";
     bon.gold.model = "@gold_rm/model";

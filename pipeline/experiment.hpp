@@ -19,9 +19,9 @@
 namespace grm {
 
 struct LauncherConfig {
-  std::string kind = "local";  // local | mpirun | srun
-  int64_t np = 1;              // ranks for data-parallel stages (reward-model training)
-  int64_t max_cores = 0;       // core budget for concurrent stages; 0: all cores
+  std::string kind = "local";     // local | mpirun | srun
+  int64_t np = 1;                 // ranks for data-parallel stages (reward-model training)
+  int64_t max_cores = 0;          // core budget for concurrent stages; 0: all cores
   std::vector<std::string> args;  // extra mpirun / srun arguments
   template <class V>
   void visit(V& v) {
@@ -45,7 +45,7 @@ struct GoldSection {
 };
 
 struct DataSection {
-  int64_t size = 400;       // proxy training pairs (a prefix of the labelled pool)
+  int64_t size = 400;  // proxy training pairs (a prefix of the labelled pool)
   double label_noise = 0.0;
   template <class V>
   void visit(V& v) {
@@ -92,7 +92,7 @@ struct Experiment {
   GoldSection gold;
   DataSection data;
   RmConfig rm;
-  OptimConfig train;     // proxy RM optimisation
+  OptimConfig train;  // proxy RM optimisation
   int64_t max_length = 128;
   BonSection bon;
   PpoSection ppo;
@@ -117,8 +117,8 @@ struct Experiment {
 };
 
 struct Plan {
-  Experiment base;                 // the experiment without sweep values
-  std::vector<StageSpec> stages;   // in a valid run order
+  Experiment base;                // the experiment without sweep values
+  std::vector<StageSpec> stages;  // in a valid run order
   std::string run_dir;
 };
 

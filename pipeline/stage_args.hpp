@@ -38,7 +38,8 @@ T load_stage_config(const StageArgs& args) {
   T config = read_config<T>(root, args.config.empty() ? "(defaults)" : args.config);
   if (!args.out.empty()) {
     std::filesystem::create_directories(args.out);
-    write_file_atomic((std::filesystem::path(args.out) / "config.resolved.yaml").string(), dump_config(config));
+    write_file_atomic((std::filesystem::path(args.out) / "config.resolved.yaml").string(),
+                      dump_config(config));
   }
   return config;
 }

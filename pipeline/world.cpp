@@ -24,14 +24,17 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::vector<std::string> kNames = {"Lily", "Tom", "Ben", "Sue", "Max", "Mia", "Sam", "Anna", "Tim", "Lucy",
-                                         "Jack", "Zoe", "Leo", "Ella", "Bob", "Kitty"};
+const std::vector<std::string> kNames = {"Lily", "Tom",  "Ben",  "Sue", "Max", "Mia",  "Sam", "Anna",
+                                         "Tim",  "Lucy", "Jack", "Zoe", "Leo", "Ella", "Bob", "Kitty"};
 const std::vector<std::string> kAnimals = {"cat", "dog", "bird", "bunny", "bear", "fish", "frog", "duck"};
-const std::vector<std::string> kAdjectives = {"little", "happy", "big", "small", "shy", "brave", "kind", "silly"};
-const std::vector<std::string> kThings = {"ball", "kite", "toy car", "red hat", "book", "box", "balloon", "cake"};
-const std::vector<std::string> kPlaces = {"park", "beach", "forest", "store", "garden", "lake", "zoo", "farm"};
-const std::vector<std::string> kQuotes = {"Look at that", "Can we play", "I want to go", "Where is my",
-                                          "Let's find the", "Come and see the"};
+const std::vector<std::string> kAdjectives = {"little", "happy", "big",  "small",
+                                              "shy",    "brave", "kind", "silly"};
+const std::vector<std::string> kThings = {"ball", "kite", "toy car", "red hat",
+                                          "book", "box",  "balloon", "cake"};
+const std::vector<std::string> kPlaces = {"park",   "beach", "forest", "store",
+                                          "garden", "lake",  "zoo",    "farm"};
+const std::vector<std::string> kQuotes = {"Look at that", "Can we play",    "I want to go",
+                                          "Where is my",  "Let's find the", "Come and see the"};
 
 template <class T>
 const T& pick(const std::vector<T>& options, std::mt19937_64& rng) {
@@ -58,7 +61,9 @@ std::vector<json> read_jsonl(const fs::path& path) {
   return records;
 }
 
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double sigmoid(double x) {
+  return 1.0 / (1.0 + std::exp(-x));
+}
 
 }  // namespace
 
@@ -70,16 +75,17 @@ std::vector<std::string> story_prompts(const std::string& family, int64_t n, uin
     // Each opening ends on a hook ("Lily loved to"), so the policy continues the story instead of ending it.
     if (family == "once") {
       if (rng() % 2 == 0)
-        prompts.push_back("Once upon a time, there was a " + pick(kAdjectives, rng) + " " + pick(kAnimals, rng) +
-                          " named " + name + ". " + name + " loved to");
+        prompts.push_back("Once upon a time, there was a " + pick(kAdjectives, rng) + " " +
+                          pick(kAnimals, rng) + " named " + name + ". " + name + " loved to");
       else
-        prompts.push_back("Once upon a time, " + name + " had a " + pick(kThings, rng) + ". One day, " + name);
+        prompts.push_back("Once upon a time, " + name + " had a " + pick(kThings, rng) + ". One day, " +
+                          name);
     } else if (family == "day") {
       prompts.push_back("One day, " + name + " went to the " + pick(kPlaces, rng) + " with a " +
                         pick(kAnimals, rng) + ". They saw");
     } else if (family == "dialogue") {
-      prompts.push_back("\"" + pick(kQuotes, rng) + " " + pick(kThings, rng) + "?\" said " + name + ". " + name +
-                        "'s mom said");
+      prompts.push_back("\"" + pick(kQuotes, rng) + " " + pick(kThings, rng) + "?\" said " + name + ". " +
+                        name + "'s mom said");
     } else {
       fail("world: prompt family '{}' is not known (once, day, dialogue)", family);
     }
@@ -105,7 +111,8 @@ void build_world(const WorldStage& stage, const std::string& out_dir, const std:
   };
   write_jsonl(out / "prompts_train.jsonl", prompt_records(train));
   write_jsonl(out / "prompts_test.jsonl", prompt_records(test));
-  for (const auto& [family, prompts] : ood) write_jsonl(out / ("prompts_ood_" + family + ".jsonl"), prompt_records(prompts));
+  for (const auto& [family, prompts] : ood)
+    write_jsonl(out / ("prompts_ood_" + family + ".jsonl"), prompt_records(prompts));
 
   // Every pair needs two continuations of one prompt: list the prompts of all pairs, then sample once.
   struct PairSlot {
@@ -147,12 +154,15 @@ void build_world(const WorldStage& stage, const std::string& out_dir, const std:
   for (size_t i = 0; i < slots.size(); ++i) {
     const auto& prompt_ids = rows[2 * i];
     std::string a = decode_continuation(*tokenizer, prompt_ids, generation.tokens[2 * i], options.eos_ids);
-    std::string b = decode_continuation(*tokenizer, prompt_ids, generation.tokens[2 * i + 1], options.eos_ids);
+    std::string b =
+        decode_continuation(*tokenizer, prompt_ids, generation.tokens[2 * i + 1], options.eos_ids);
     const auto& slot = slots[i];
     if (slot.set == "gold") {
       double sa = story_oracle_score(slot.prompt, a), sb = story_oracle_score(slot.prompt, b);
       bool a_wins = uniform(rng) < sigmoid(sa - sb);  // Bradley-Terry sampling of the oracle's preference
-      sets[slot.set].push_back({{"prompt", slot.prompt}, {"chosen", a_wins ? a : b}, {"rejected", a_wins ? b : a},
+      sets[slot.set].push_back({{"prompt", slot.prompt},
+                                {"chosen", a_wins ? a : b},
+                                {"rejected", a_wins ? b : a},
                                 {"oracle_margin", std::abs(sa - sb)}});
     } else {
       sets[slot.set].push_back({{"prompt", slot.prompt}, {"response_a", a}, {"response_b", b}});
@@ -163,8 +173,8 @@ void build_world(const WorldStage& stage, const std::string& out_dir, const std:
   write_jsonl(out / "eval_id_pool.jsonl", sets["eval_id"]);
   for (const auto& family : w.ood_families)
     write_jsonl(out / ("eval_ood_" + family + "_pool.jsonl"), sets["eval_ood_" + family]);
-  log::info("world: {} gold pairs, {} pool pairs, {} eval pairs per set", sets["gold"].size(), sets["pool"].size(),
-            w.n_eval_pairs);
+  log::info("world: {} gold pairs, {} pool pairs, {} eval pairs per set", sets["gold"].size(),
+            sets["pool"].size(), w.n_eval_pairs);
 }
 
 void label_world(const LabelStage& c, const std::string& out_dir) {
@@ -197,11 +207,13 @@ void label_world(const LabelStage& c, const std::string& out_dir) {
                        {"margin", std::abs(sa - sb)}});
     }
     write_jsonl(fs::path(out_dir) / out_file, pairs);
-    log::info("label: {} -> {} pairs ({} ties dropped, {} flipped by noise)", pool_file, pairs.size(), ties, flipped);
+    log::info("label: {} -> {} pairs ({} ties dropped, {} flipped by noise)", pool_file, pairs.size(), ties,
+              flipped);
   };
   label("pool.jsonl", "proxy_pairs.jsonl");
   label("eval_id_pool.jsonl", "eval_id.jsonl");
-  for (const auto& family : c.ood_families) label("eval_ood_" + family + "_pool.jsonl", "eval_ood_" + family + ".jsonl");
+  for (const auto& family : c.ood_families)
+    label("eval_ood_" + family + "_pool.jsonl", "eval_ood_" + family + ".jsonl");
 }
 
 }  // namespace grm

@@ -8,8 +8,8 @@ namespace grm {
 namespace {
 
 // Decodes one batch of prompts; the generator carries on across batches so the seed fixes everything.
-void generate_batch(CausalLM& model, const std::vector<std::vector<int64_t>>& prompts, size_t begin, size_t end,
-                    const GenerateOptions& options, at::Generator& generator, Generation& out) {
+void generate_batch(CausalLM& model, const std::vector<std::vector<int64_t>>& prompts, size_t begin,
+                    size_t end, const GenerateOptions& options, at::Generator& generator, Generation& out) {
   int64_t B = int64_t(end - begin), P = 0;
   for (size_t i = begin; i < end; ++i) P = std::max<int64_t>(P, int64_t(prompts[i].size()));
   auto device = model->parameters().front().device();
@@ -25,8 +25,9 @@ void generate_batch(CausalLM& model, const std::vector<std::vector<int64_t>>& pr
   }
   ids = ids.to(device), mask = mask.to(device);
   auto cache = model->make_cache(B, P + options.max_new_tokens);
-  auto eos = torch::tensor(options.eos_ids.empty() ? std::vector<int64_t>{-1} : options.eos_ids, torch::kInt64)
-                 .to(device);
+  auto eos =
+      torch::tensor(options.eos_ids.empty() ? std::vector<int64_t>{-1} : options.eos_ids, torch::kInt64)
+          .to(device);
   auto finished = torch::zeros({B}, torch::TensorOptions().dtype(torch::kBool).device(device));
   std::vector<torch::Tensor> steps;
   torch::NoGradGuard no_grad;
@@ -47,7 +48,8 @@ void generate_batch(CausalLM& model, const std::vector<std::vector<int64_t>>& pr
     bool stopped = false;
     for (int64_t t = 0; t < tokens.size(1) && !stopped; ++t) {
       row.push_back(accessor[b][t]);
-      stopped = std::find(options.eos_ids.begin(), options.eos_ids.end(), accessor[b][t]) != options.eos_ids.end();
+      stopped =
+          std::find(options.eos_ids.begin(), options.eos_ids.end(), accessor[b][t]) != options.eos_ids.end();
     }
     out.generated_tokens += int64_t(row.size());
     out.tokens.push_back(std::move(row));
@@ -78,7 +80,8 @@ std::string decode_continuation(const Tokenizer& tokenizer, const std::vector<in
 
 Generation generate(CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                     const GenerateOptions& options, const std::function<void(int64_t, int64_t)>& progress) {
-  if (options.max_new_tokens <= 0) fail("generate: max_new_tokens must be positive, got {}", options.max_new_tokens);
+  if (options.max_new_tokens <= 0)
+    fail("generate: max_new_tokens must be positive, got {}", options.max_new_tokens);
   if (options.batch_size <= 0) fail("generate: batch_size must be positive, got {}", options.batch_size);
   auto device = model->parameters().front().device();
   auto generator = make_generator(options.seed, device);

@@ -21,14 +21,14 @@ struct GenerateOptions {
   SamplingOptions sampling;
   std::vector<int64_t> eos_ids;  // empty: never stop early
   int64_t pad_id = 0;
-  uint64_t seed = 0;             // the same seed, prompts and batch give the same samples
-  int64_t batch_size = 64;       // rows decoded together
+  uint64_t seed = 0;        // the same seed, prompts and batch give the same samples
+  int64_t batch_size = 64;  // rows decoded together
 };
 
 struct Generation {
   std::vector<std::vector<int64_t>> tokens;  // per row: new tokens, EOS included when one was drawn
   std::vector<bool> stopped_at_eos;
-  int64_t generated_tokens = 0;              // total tokens decoded over all rows (throughput accounting)
+  int64_t generated_tokens = 0;  // total tokens decoded over all rows (throughput accounting)
 };
 
 // A generated row without its stop token, for decoding to response text (some tokenizers, TinyStories'

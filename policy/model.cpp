@@ -61,9 +61,12 @@ torch::nn::Linear linear(int64_t n_in, int64_t n_out, bool bias) {
 
 torch::Tensor activate(const torch::Tensor& x, Activation activation) {
   switch (activation) {
-    case Activation::silu: return torch::silu(x);
-    case Activation::gelu_tanh: return torch::gelu(x, "tanh");
-    case Activation::gelu_exact: return torch::gelu(x);
+    case Activation::silu:
+      return torch::silu(x);
+    case Activation::gelu_tanh:
+      return torch::gelu(x, "tanh");
+    case Activation::gelu_exact:
+      return torch::gelu(x);
   }
   return x;
 }
@@ -74,7 +77,9 @@ torch::Tensor rotate_half(const torch::Tensor& x) {  // (..., Dh) -> (..., Dh)
 }
 
 // Leading padding per row: mask (B, T) -> (B)
-torch::Tensor leading_pad(const torch::Tensor& mask) { return (mask.cumsum(1) == 0).sum(1); }
+torch::Tensor leading_pad(const torch::Tensor& mask) {
+  return (mask.cumsum(1) == 0).sum(1);
+}
 
 }  // namespace
 
@@ -101,7 +106,8 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& config) : config_(config) {
   for (int64_t i = 0; i < c.n_layer; ++i) {
     auto block = std::make_shared<torch::nn::Module>();
     auto layer = std::make_shared<Layer>();
-    auto attention = block->register_module(c.gpt2_layout ? "attn" : "self_attn", std::make_shared<torch::nn::Module>());
+    auto attention =
+        block->register_module(c.gpt2_layout ? "attn" : "self_attn", std::make_shared<torch::nn::Module>());
     auto mlp = block->register_module("mlp", std::make_shared<torch::nn::Module>());
     layer->norm_attn = block->register_module(c.gpt2_layout ? "ln_1" : "input_layernorm",
                                               Norm(c.n_embd, c.norm_eps, c.gpt2_layout, c.gemma_norm));
@@ -137,16 +143,19 @@ torch::Tensor CausalLMImpl::norm(torch::nn::Module& module, const torch::Tensor&
   return static_cast<NormImpl&>(module).forward(x);
 }
 
-torch::Tensor CausalLMImpl::project(Layer& layer, int which, const torch::Tensor& x) {  // (.., in) -> (.., out)
+torch::Tensor CausalLMImpl::project(Layer& layer, int which,
+                                    const torch::Tensor& x) {  // (.., in) -> (.., out)
   auto out = layer.linear[which](x);
   if (!layer.lora_a[which].defined()) return out;
   auto h = lora_dropout_ > 0 && is_training() ? torch::dropout(x, lora_dropout_, true) : x;
-  return out + lora_scale_ * torch::matmul(torch::matmul(h, layer.lora_a[which].t()), layer.lora_b[which].t());
+  return out +
+         lora_scale_ * torch::matmul(torch::matmul(h, layer.lora_a[which].t()), layer.lora_b[which].t());
 }
 
 torch::Tensor CausalLMImpl::mlp(Layer& layer, const torch::Tensor& x) {  // (B, T, D) -> (B, T, D)
   if (config_.gpt2_layout) return layer.mlp_proj(activate(layer.c_fc(x), config_.activation));
-  return project(layer, kDown, activate(project(layer, kGate, x), config_.activation) * project(layer, kUp, x));
+  return project(layer, kDown,
+                 activate(project(layer, kGate, x), config_.activation) * project(layer, kUp, x));
 }
 
 void CausalLMImpl::enable_lora(const LoraOptions& options) {
@@ -156,7 +165,8 @@ void CausalLMImpl::enable_lora(const LoraOptions& options) {
   std::vector<int> which;
   for (const auto& target : options.targets) {
     auto it = std::find(std::begin(kProjectionNames), std::end(kProjectionNames), target);
-    if (it == std::end(kProjectionNames)) fail("lora.targets: unknown module '{}' (q k v o gate up down)", target);
+    if (it == std::end(kProjectionNames))
+      fail("lora.targets: unknown module '{}' (q k v o gate up down)", target);
     which.push_back(int(it - std::begin(kProjectionNames)));
   }
   lora_scale_ = options.alpha / double(options.rank);
@@ -167,7 +177,8 @@ void CausalLMImpl::enable_lora(const LoraOptions& options) {
       auto& base = layer.linear[w];
       int64_t n_in = base->weight.size(1), n_out = base->weight.size(0);
       auto name = fmt::format("lora_{}_{}", i, kProjectionNames[w]);
-      layer.lora_a[w] = register_parameter(name + "_A", torch::randn({options.rank, n_in}) / std::sqrt(double(n_in)));
+      layer.lora_a[w] =
+          register_parameter(name + "_A", torch::randn({options.rank, n_in}) / std::sqrt(double(n_in)));
       layer.lora_b[w] = register_parameter(name + "_B", torch::zeros({n_out, options.rank}));
     }
   }
@@ -203,7 +214,7 @@ torch::Tensor CausalLMImpl::attention(Layer& layer, int64_t index, const torch::
   v = v.view({B, T, Hkv, Dh}).transpose(1, 2);
   if (!c.gpt2_layout) {
     auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_;  // (B, T, Dh/2)
-    auto angles = torch::cat({freqs, freqs}, -1).unsqueeze(1);            // (B, 1, T, Dh)
+    auto angles = torch::cat({freqs, freqs}, -1).unsqueeze(1);             // (B, 1, T, Dh)
     auto cos = angles.cos().to(q.scalar_type()), sin = angles.sin().to(q.scalar_type());
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
@@ -221,15 +232,16 @@ torch::Tensor CausalLMImpl::attention(Layer& layer, int64_t index, const torch::
   auto scores = torch::matmul(grouped_q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(Dh)));
   scores = scores.view({B, Hkv, n_rep, T, S}) + additive_mask.view({B, 1, 1, T, S});
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
-  auto out = torch::matmul(probs.view({B, Hkv, n_rep * T, S}), v);   // (B, Hkv, n_rep*T, Dh)
+  auto out = torch::matmul(probs.view({B, Hkv, n_rep * T, S}), v);  // (B, Hkv, n_rep*T, Dh)
   out = out.view({B, H, T, Dh}).transpose(1, 2).reshape({B, T, H * Dh});
   return c.gpt2_layout ? layer.attn_proj(out) : project(layer, kO, out);
 }
 
-ForwardOutput CausalLMImpl::forward(const torch::Tensor& ids, const torch::Tensor& attention_mask, KVCache* cache,
-                                    bool want_logits) {
+ForwardOutput CausalLMImpl::forward(const torch::Tensor& ids, const torch::Tensor& attention_mask,
+                                    KVCache* cache, bool want_logits) {
   const auto& c = config_;
-  TORCH_CHECK(ids.dim() == 2 && attention_mask.sizes() == ids.sizes(), "ids and attention_mask must be (B, T)");
+  TORCH_CHECK(ids.dim() == 2 && attention_mask.sizes() == ids.sizes(),
+              "ids and attention_mask must be (B, T)");
   int64_t B = ids.size(0), T = ids.size(1), past = cache ? cache->length : 0;
   if (cache && past + T > cache->capacity())
     fail("KV cache holds {} positions; {} more do not fit after {}", cache->capacity(), T, past);
@@ -292,17 +304,19 @@ std::map<std::string, torch::Tensor> CausalLMImpl::hf_state_dict() const {
   return out;
 }
 
-void CausalLMImpl::load_hf_state_dict(const std::map<std::string, torch::Tensor>& tensors, const std::string& source) {
+void CausalLMImpl::load_hf_state_dict(const std::map<std::string, torch::Tensor>& tensors,
+                                      const std::string& source) {
   torch::NoGradGuard no_grad;
   std::string embedding_key = config_.prefix() + (config_.gpt2_layout ? "wte.weight" : "embed_tokens.weight");
   for (auto& p : named_parameters()) {
     if (p.key().rfind("lora_", 0) == 0) continue;  // adapters are trained, not loaded
     auto it = tensors.find(p.key());
     // Tied checkpoints may store the shared matrix under the output name only (older transformers).
-    if (it == tensors.end() && config_.tie_embeddings && p.key() == embedding_key) it = tensors.find("lm_head.weight");
+    if (it == tensors.end() && config_.tie_embeddings && p.key() == embedding_key)
+      it = tensors.find("lm_head.weight");
     if (it == tensors.end())
-      fail("{}: missing tensor '{}' (a {} checkpoint with {} layers needs it)", source, p.key(), config_.model_type,
-           config_.n_layer);
+      fail("{}: missing tensor '{}' (a {} checkpoint with {} layers needs it)", source, p.key(),
+           config_.model_type, config_.n_layer);
     if (it->second.sizes() != p.value().sizes())
       fail("{}: tensor '{}' has shape [{}] but config.json implies [{}]", source, p.key(),
            fmt::join(it->second.sizes(), ", "), fmt::join(p.value().sizes(), ", "));

@@ -45,8 +45,8 @@ class CausalLMImpl : public torch::nn::Module {
   // ids (B, T), attention_mask (B, T) of 0/1. Without a cache the sequence is complete; padding may be on
   // either side (positions count real tokens only, as transformers' generate does). With a cache, ids
   // are appended at cache->length and attention covers everything cached so far.
-  ForwardOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask, KVCache* cache = nullptr,
-                        bool want_logits = true);
+  ForwardOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask,
+                        KVCache* cache = nullptr, bool want_logits = true);
   torch::Tensor logits_from_hidden(const torch::Tensor& hidden);  // (B, T, D) -> (B, T, V)
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 

@@ -63,15 +63,17 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
     c.n_ff = optional_key<int64_t>(j, "n_inner", 4 * c.n_embd, source);
     c.n_positions = required<int64_t>(j, "n_positions", source);
     c.norm_eps = optional_key<double>(j, "layer_norm_epsilon", 1e-5, source);
-    c.activation = parse_activation(optional_key<std::string>(j, "activation_function", "gelu_new", source), source);
+    c.activation =
+        parse_activation(optional_key<std::string>(j, "activation_function", "gelu_new", source), source);
     c.tie_embeddings = optional_key<bool>(j, "tie_word_embeddings", true, source);
     c.qkv_bias = c.out_bias = c.mlp_bias = true;
     if (!optional_key<bool>(j, "scale_attn_weights", true, source) ||
         optional_key<bool>(j, "scale_attn_by_inverse_layer_idx", false, source) ||
         optional_key<bool>(j, "reorder_and_upcast_attn", false, source))
-      fail("{}: gpt2 attention-scaling variants (scale_attn_weights=false, scale_attn_by_inverse_layer_idx, "
-           "reorder_and_upcast_attn) are not supported",
-           source);
+      fail(
+          "{}: gpt2 attention-scaling variants (scale_attn_weights=false, scale_attn_by_inverse_layer_idx, "
+          "reorder_and_upcast_attn) are not supported",
+          source);
   } else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2" ||
              c.model_type == "gemma") {
     c.n_embd = required<int64_t>(j, "hidden_size", source);
@@ -91,15 +93,18 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
     c.mlp_bias = optional_key<bool>(j, "mlp_bias", false, source);
     c.gemma_norm = c.model_type == "gemma";
     // transformers 5 nests rope settings in rope_parameters; 4.x keeps rope_theta/rope_scaling at the top.
-    const json* rope = j.contains("rope_parameters") && j["rope_parameters"].is_object() ? &j["rope_parameters"] : nullptr;
+    const json* rope =
+        j.contains("rope_parameters") && j["rope_parameters"].is_object() ? &j["rope_parameters"] : nullptr;
     c.rope_theta = optional_key<double>(j, "rope_theta", 10000.0, source);
-    if (rope) c.rope_theta = optional_key<double>(*rope, "rope_theta", c.rope_theta, source + " rope_parameters");
+    if (rope)
+      c.rope_theta = optional_key<double>(*rope, "rope_theta", c.rope_theta, source + " rope_parameters");
     std::string rope_type = "default";
-    if (rope) rope_type = optional_key<std::string>(*rope, "rope_type", "default", source + " rope_parameters");
+    if (rope)
+      rope_type = optional_key<std::string>(*rope, "rope_type", "default", source + " rope_parameters");
     if (j.contains("rope_scaling") && j["rope_scaling"].is_object())
-      rope_type = optional_key<std::string>(j["rope_scaling"], "rope_type",
-                                            optional_key<std::string>(j["rope_scaling"], "type", "default", source),
-                                            source);
+      rope_type = optional_key<std::string>(
+          j["rope_scaling"], "rope_type",
+          optional_key<std::string>(j["rope_scaling"], "type", "default", source), source);
     if (rope_type != "default")
       fail("{}: rope_type '{}' is not supported yet (only the default RoPE)", source, rope_type);
     bool sliding = c.model_type == "mistral" ||
@@ -109,18 +114,25 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   } else {
     fail("{}: model_type '{}' is not supported (llama, mistral, qwen2, gemma, gpt2)", source, c.model_type);
   }
-  c.head_dim = optional_key<int64_t>(j, "head_dim", c.n_head > 0 ? c.n_embd / std::max<int64_t>(c.n_head, 1) : 0,
-                                     source);
-  for (auto [value, name] : {std::pair{c.n_vocab, "vocab_size"}, {c.n_embd, "hidden size"}, {c.n_layer, "layers"},
-                             {c.n_head, "attention heads"}, {c.n_kv_head, "key/value heads"},
-                             {c.head_dim, "head_dim"}, {c.n_ff, "intermediate size"}})
+  c.head_dim = optional_key<int64_t>(j, "head_dim",
+                                     c.n_head > 0 ? c.n_embd / std::max<int64_t>(c.n_head, 1) : 0, source);
+  for (auto [value, name] : {std::pair{c.n_vocab, "vocab_size"},
+                             {c.n_embd, "hidden size"},
+                             {c.n_layer, "layers"},
+                             {c.n_head, "attention heads"},
+                             {c.n_kv_head, "key/value heads"},
+                             {c.head_dim, "head_dim"},
+                             {c.n_ff, "intermediate size"}})
     if (value <= 0) fail("{}: {} must be positive, got {}", source, name, value);
   if (c.n_head % c.n_kv_head != 0)
     fail("{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source, c.n_head,
          c.n_kv_head);
-  if (c.head_dim % 2 != 0 && !c.gpt2_layout) fail("{}: head_dim {} must be even for RoPE", source, c.head_dim);
-  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_id = j["bos_token_id"].get<int64_t>();
-  if (j.contains("pad_token_id") && j["pad_token_id"].is_number_integer()) c.pad_id = j["pad_token_id"].get<int64_t>();
+  if (c.head_dim % 2 != 0 && !c.gpt2_layout)
+    fail("{}: head_dim {} must be even for RoPE", source, c.head_dim);
+  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer())
+    c.bos_id = j["bos_token_id"].get<int64_t>();
+  if (j.contains("pad_token_id") && j["pad_token_id"].is_number_integer())
+    c.pad_id = j["pad_token_id"].get<int64_t>();
   c.eos_ids = eos_list(j, source);
   return c;
 }
@@ -139,6 +151,8 @@ ModelConfig ModelConfig::from_file(const std::string& path) {
   return from_json(j, file.string());
 }
 
-json ModelConfig::to_json() const { return raw; }
+json ModelConfig::to_json() const {
+  return raw;
+}
 
 }  // namespace grm

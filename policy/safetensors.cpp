@@ -30,11 +30,14 @@ constexpr DtypeName kDtypes[] = {
     {"U8", torch::kUInt8},    {"BOOL", torch::kBool},
 };
 
-torch::ScalarType dtype_from_name(const std::string& name, const std::string& path, const std::string& tensor) {
+torch::ScalarType dtype_from_name(const std::string& name, const std::string& path,
+                                  const std::string& tensor) {
   for (const auto& d : kDtypes)
     if (name == d.name) return d.type;
-  fail("{}: tensor '{}' has dtype '{}', which grm does not read (F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)",
-       path, tensor, name);
+  fail(
+      "{}: tensor '{}' has dtype '{}', which grm does not read (F64, F32, F16, BF16, I64, I32, I16, I8, U8, "
+      "BOOL)",
+      path, tensor, name);
 }
 
 const char* dtype_name(torch::ScalarType type) {
@@ -68,8 +71,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | bytes[i];
   if (header_size > file_size_ - 8)
-    fail("{}: header claims {} bytes but the file has only {} after the length (truncated or not a safetensors file)",
-         path, header_size, file_size_ - 8);
+    fail(
+        "{}: header claims {} bytes but the file has only {} after the length (truncated or not a "
+        "safetensors file)",
+        path, header_size, file_size_ - 8);
   data_offset_ = 8 + header_size;
   nlohmann::json header;
   try {
@@ -105,8 +110,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
         fail("{}: tensor '{}' spans {} bytes but its shape and dtype need {}", path, name,
              entry.end - entry.begin, expected);
       if (entry.end > data_size)
-        fail("{}: tensor '{}' ends at byte {} of a {}-byte data section (file truncated?)", path, name, entry.end,
-             data_size);
+        fail("{}: tensor '{}' ends at byte {} of a {}-byte data section (file truncated?)", path, name,
+             entry.end, data_size);
       entries_[name] = entry;
     } catch (const nlohmann::json::exception& e) {
       fail("{}: tensor '{}' has a malformed header entry ({})", path, name, e.what());
@@ -151,7 +156,8 @@ std::map<std::string, torch::Tensor> load_safetensors(const std::string& path) {
   }
   fs::path index_path = dir / "model.safetensors.index.json";
   if (!fs::exists(index_path))
-    fail("{}: no model.safetensors or model.safetensors.index.json (is this a Hugging Face model directory?)", path);
+    fail("{}: no model.safetensors or model.safetensors.index.json (is this a Hugging Face model directory?)",
+         path);
   nlohmann::json index;
   try {
     std::ifstream in(index_path);
@@ -193,8 +199,8 @@ std::string serialize(const std::map<std::string, torch::Tensor>& tensors,
   for (const auto& [name, t] : order) {
     size_t bytes = t.numel() * t.element_size();
     nlohmann::ordered_json entry = {{"dtype", dtype_name(t.scalar_type())},
-                            {"shape", t.sizes().vec()},
-                            {"data_offsets", {offset, offset + bytes}}};
+                                    {"shape", t.sizes().vec()},
+                                    {"data_offsets", {offset, offset + bytes}}};
     header += nlohmann::json(name).dump() + ":" + entry.dump() + ",";
     offset += bytes;
   }
@@ -218,8 +224,8 @@ void save_safetensors(const std::string& path, const std::map<std::string, torch
   write_file_atomic(path, serialize(tensors, metadata));
 }
 
-void save_safetensors_sharded(const std::string& directory, const std::map<std::string, torch::Tensor>& tensors,
-                              size_t max_shard_bytes) {
+void save_safetensors_sharded(const std::string& directory,
+                              const std::map<std::string, torch::Tensor>& tensors, size_t max_shard_bytes) {
   std::vector<std::map<std::string, torch::Tensor>> shards(1);
   size_t current = 0, total = 0;
   for (const auto& [name, t] : tensors) {

@@ -54,7 +54,7 @@ void save_safetensors(const std::string& path, const std::map<std::string, torch
 
 // Splits into shards of at most max_shard_bytes plus model.safetensors.index.json, as transformers does;
 // one shard is written as plain model.safetensors.
-void save_safetensors_sharded(const std::string& directory, const std::map<std::string, torch::Tensor>& tensors,
-                              size_t max_shard_bytes);
+void save_safetensors_sharded(const std::string& directory,
+                              const std::map<std::string, torch::Tensor>& tensors, size_t max_shard_bytes);
 
 }  // namespace grm

@@ -34,15 +34,17 @@ torch::Tensor process_logits(const torch::Tensor& logits, const SamplingOptions&
   return apply_top_p(out, options.top_p);
 }
 
-torch::Tensor sample_tokens(const torch::Tensor& logits, const SamplingOptions& options, at::Generator& generator) {
+torch::Tensor sample_tokens(const torch::Tensor& logits, const SamplingOptions& options,
+                            at::Generator& generator) {
   if (options.temperature <= 0) return logits.argmax(-1);
   auto probs = torch::softmax(process_logits(logits, options), -1);
   return at::multinomial(probs, 1, false, generator).squeeze(-1);
 }
 
 at::Generator make_generator(uint64_t seed, const torch::Device& device) {
-  at::Generator generator = device.is_cuda() ? at::detail::getCUDAHooks().getDefaultCUDAGenerator(device.index())
-                                             : at::detail::createCPUGenerator(seed);
+  at::Generator generator = device.is_cuda()
+                                ? at::detail::getCUDAHooks().getDefaultCUDAGenerator(device.index())
+                                : at::detail::createCPUGenerator(seed);
   if (device.is_cuda()) generator = generator.clone();
   generator.set_current_seed(seed);
   return generator;

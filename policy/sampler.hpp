@@ -16,13 +16,14 @@ struct SamplingOptions {
 };
 
 torch::Tensor apply_temperature(const torch::Tensor& logits, double temperature);  // (B, V) -> (B, V)
-torch::Tensor apply_top_k(const torch::Tensor& logits, int64_t top_k);              // masks all but the k best
+torch::Tensor apply_top_k(const torch::Tensor& logits, int64_t top_k);             // masks all but the k best
 torch::Tensor apply_top_p(const torch::Tensor& logits, double top_p);  // keeps the smallest nucleus >= top_p
 
 // The processed logits, whose softmax is the distribution tokens are drawn from. (B, V) -> (B, V)
 torch::Tensor process_logits(const torch::Tensor& logits, const SamplingOptions& options);
 // Draws one token per row. logits (B, V) -> (B) int64
-torch::Tensor sample_tokens(const torch::Tensor& logits, const SamplingOptions& options, at::Generator& generator);
+torch::Tensor sample_tokens(const torch::Tensor& logits, const SamplingOptions& options,
+                            at::Generator& generator);
 
 at::Generator make_generator(uint64_t seed, const torch::Device& device = torch::kCPU);
 

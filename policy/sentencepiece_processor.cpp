@@ -48,8 +48,9 @@ const ShimApi& shim() {
     std::string path = shim_path();
     void* library = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (!library) {
-      failure = fmt::format("cannot load the SentencePiece shim {} ({}); rebuild grm or set GRM_SENTENCEPIECE_SHIM",
-                            path, ::dlerror());
+      failure =
+          fmt::format("cannot load the SentencePiece shim {} ({}); rebuild grm or set GRM_SENTENCEPIECE_SHIM",
+                      path, ::dlerror());
       return;
     }
     auto bind = [&](auto& function, const char* name) {
@@ -109,16 +110,32 @@ std::string SentencePieceProcessor::decode(const std::vector<int>& ids) const {
   return take(text);
 }
 
-int SentencePieceProcessor::vocab_size() const { return shim().vocab_size(handle_); }
-std::string SentencePieceProcessor::id_to_piece(int id) const { return take(shim().id_to_piece(handle_, id)); }
+int SentencePieceProcessor::vocab_size() const {
+  return shim().vocab_size(handle_);
+}
+std::string SentencePieceProcessor::id_to_piece(int id) const {
+  return take(shim().id_to_piece(handle_, id));
+}
 int SentencePieceProcessor::piece_to_id(std::string_view piece) const {
   return shim().piece_to_id(handle_, std::string(piece).c_str());
 }
-bool SentencePieceProcessor::is_control(int id) const { return shim().is_control(handle_, id) != 0; }
-bool SentencePieceProcessor::is_unknown(int id) const { return shim().is_unknown(handle_, id) != 0; }
-int SentencePieceProcessor::bos_id() const { return shim().special_id(handle_, 0); }
-int SentencePieceProcessor::eos_id() const { return shim().special_id(handle_, 1); }
-int SentencePieceProcessor::pad_id() const { return shim().special_id(handle_, 2); }
-int SentencePieceProcessor::unk_id() const { return shim().special_id(handle_, 3); }
+bool SentencePieceProcessor::is_control(int id) const {
+  return shim().is_control(handle_, id) != 0;
+}
+bool SentencePieceProcessor::is_unknown(int id) const {
+  return shim().is_unknown(handle_, id) != 0;
+}
+int SentencePieceProcessor::bos_id() const {
+  return shim().special_id(handle_, 0);
+}
+int SentencePieceProcessor::eos_id() const {
+  return shim().special_id(handle_, 1);
+}
+int SentencePieceProcessor::pad_id() const {
+  return shim().special_id(handle_, 2);
+}
+int SentencePieceProcessor::unk_id() const {
+  return shim().special_id(handle_, 3);
+}
 
 }  // namespace grm

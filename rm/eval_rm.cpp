@@ -5,12 +5,14 @@
 
 namespace grm {
 
-nlohmann::json evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& pairs, const EvalSetConfig& set) {
+nlohmann::json evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& pairs,
+                              const EvalSetConfig& set) {
   std::vector<ScoreItem> items;
   for (const auto& p : pairs) items.push_back({p.prompt, p.chosen});
   for (const auto& p : pairs) items.push_back({p.prompt, p.rejected});
   auto rewards = scorer.score(items);
-  if (rewards.size() != items.size()) fail("scorer returned {} rewards for {} texts", rewards.size(), items.size());
+  if (rewards.size() != items.size())
+    fail("scorer returned {} rewards for {} texts", rewards.size(), items.size());
   struct Count {
     int64_t right = 0, n = 0;
   };
@@ -56,7 +58,8 @@ nlohmann::json evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>&
 }
 
 nlohmann::json evaluate_reward_model(const EvalRmConfig& config, const std::string& config_dir) {
-  if (config.sets.empty()) fail("eval-rm: no evaluation sets given (sets: {{name: {{data: {{path: ...}}}}}})");
+  if (config.sets.empty())
+    fail("eval-rm: no evaluation sets given (sets: {{name: {{data: {{path: ...}}}}}})");
   auto scorer = make_scorer(config.scorer, config_dir);
   nlohmann::json sets = nlohmann::json::object();
   for (const auto& [name, set] : config.sets) {

@@ -10,9 +10,11 @@ namespace grm {
 // Bradley-Terry: -log sigmoid(r_c - r_r)
 torch::Tensor bt_loss(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected);
 // -log sigmoid(r_c - r_r - m), margins (B) from the data
-torch::Tensor margin_loss(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected, const torch::Tensor& margin);
+torch::Tensor margin_loss(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected,
+                          const torch::Tensor& margin);
 // -(1 - eps) log sigmoid(r_c - r_r) - eps log sigmoid(r_r - r_c)
-torch::Tensor label_smooth_loss(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected, double epsilon);
+torch::Tensor label_smooth_loss(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected,
+                                double epsilon);
 
 // GRM regularizers on the LM head (Yang et al., 2024):
 // sft: -log sigmoid(beta * log pi(y_c|x)), as the authors' code
@@ -20,10 +22,12 @@ torch::Tensor sft_reg(const torch::Tensor& logp_chosen, double beta);
 // sft_nll: mean negative log-likelihood per response token of y_c; token_count (B)
 torch::Tensor sft_nll_reg(const torch::Tensor& logp_chosen, const torch::Tensor& token_count);
 // dpo_noref: -log sigmoid(beta * (log pi(y_c|x) - log pi(y_r|x)))
-torch::Tensor dpo_noref_reg(const torch::Tensor& logp_chosen, const torch::Tensor& logp_rejected, double beta);
+torch::Tensor dpo_noref_reg(const torch::Tensor& logp_chosen, const torch::Tensor& logp_rejected,
+                            double beta);
 // dpo: the same with the frozen reference model's log-ratio subtracted
 torch::Tensor dpo_reg(const torch::Tensor& logp_chosen, const torch::Tensor& logp_rejected,
-                      const torch::Tensor& ref_logp_chosen, const torch::Tensor& ref_logp_rejected, double beta);
+                      const torch::Tensor& ref_logp_chosen, const torch::Tensor& ref_logp_rejected,
+                      double beta);
 
 // (1 - alpha) * reward_loss + alpha * reg_loss
 torch::Tensor grm_loss(const torch::Tensor& reward_loss, const torch::Tensor& reg_loss, double alpha);

@@ -27,13 +27,15 @@ const json& field(const json& record, const std::string& name) {
 
 std::string string_field(const json& record, const std::string& name) {
   const json& value = field(record, name);
-  if (!value.is_string()) throw BadRecord(fmt::format("field '{}' must be a string, got {}", name, value.type_name()));
+  if (!value.is_string())
+    throw BadRecord(fmt::format("field '{}' must be a string, got {}", name, value.type_name()));
   return value.get<std::string>();
 }
 
 double number_field(const json& record, const std::string& name) {
   const json& value = field(record, name);
-  if (!value.is_number()) throw BadRecord(fmt::format("field '{}' must be a number, got {}", name, value.type_name()));
+  if (!value.is_number())
+    throw BadRecord(fmt::format("field '{}' must be a number, got {}", name, value.type_name()));
   return value.get<double>();
 }
 
@@ -47,14 +49,19 @@ std::pair<std::string, std::string> split_messages(const json& messages, const s
     const json& m = messages[i];
     if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
         !m["content"].is_string())
-      throw BadRecord(fmt::format("field '{}[{}]' must be {{\"role\": string, \"content\": string}}", name, i));
+      throw BadRecord(
+          fmt::format("field '{}[{}]' must be {{\"role\": string, \"content\": string}}", name, i));
     std::string role = m["role"].get<std::string>(), content = m["content"].get<std::string>();
     if (i + 1 == messages.size()) {
       if (role != "assistant")
-        throw BadRecord(fmt::format("field '{}': the last message must be the assistant's, got '{}'", name, role));
+        throw BadRecord(
+            fmt::format("field '{}': the last message must be the assistant's, got '{}'", name, role));
       return {prompt + "\n\nAssistant:", " " + content};
     }
-    prompt += (role == "assistant" ? "\n\nAssistant: " : role == "system" ? "\n\nSystem: " : "\n\nHuman: ") + content;
+    prompt += (role == "assistant" ? "\n\nAssistant: "
+               : role == "system"  ? "\n\nSystem: "
+                                   : "\n\nHuman: ") +
+              content;
   }
   return {prompt, ""};
 }
@@ -62,7 +69,8 @@ std::pair<std::string, std::string> split_messages(const json& messages, const s
 std::pair<std::string, std::string> split_transcript(const std::string& text, const std::string& name) {
   static const std::string kMarker = "\n\nAssistant:";
   size_t at = text.rfind(kMarker);
-  if (at == std::string::npos) throw BadRecord(fmt::format("field '{}' has no \"\\n\\nAssistant:\" turn", name));
+  if (at == std::string::npos)
+    throw BadRecord(fmt::format("field '{}' has no \"\\n\\nAssistant:\" turn", name));
   return {text.substr(0, at + kMarker.size()), text.substr(at + kMarker.size())};
 }
 
@@ -77,7 +85,8 @@ std::string detect_format(const json& record, const DataConfig& c) {
   if (record.contains(c.a_field) && record.contains(c.a_rating_field)) return "rated";
   if (record.contains(c.winner_field)) return "winner";
   if (record.contains(c.chosen_field) && record[c.chosen_field].is_array()) return "messages";
-  if (!record.contains(c.prompt_field) && record.contains(c.chosen_field) && record[c.chosen_field].is_string() &&
+  if (!record.contains(c.prompt_field) && record.contains(c.chosen_field) &&
+      record[c.chosen_field].is_string() &&
       record[c.chosen_field].get<std::string>().find("\n\nAssistant:") != std::string::npos)
     return "transcript";
   return "pairs";
@@ -95,17 +104,20 @@ bool parse_record(const json& record, const DataConfig& c, const std::string& fo
   } else if (format == "messages") {
     auto [prompt, chosen] = split_messages(field(record, c.chosen_field), c.chosen_field);
     auto [prompt_r, rejected] = split_messages(field(record, c.rejected_field), c.rejected_field);
-    if (prompt != prompt_r) throw BadRecord("chosen and rejected conversations differ before the last message");
+    if (prompt != prompt_r)
+      throw BadRecord("chosen and rejected conversations differ before the last message");
     pair.prompt = prompt, pair.chosen = chosen, pair.rejected = rejected;
   } else if (format == "transcript") {
-    std::string chosen = string_field(record, c.chosen_field), rejected = string_field(record, c.rejected_field);
+    std::string chosen = string_field(record, c.chosen_field),
+                rejected = string_field(record, c.rejected_field);
     auto [prompt, chosen_response] = split_transcript(chosen, c.chosen_field);
     auto [prompt_r, rejected_response] = split_transcript(rejected, c.rejected_field);
     if (prompt != prompt_r) {
       // Some dialogues (HH-RLHF) diverge before the last turn: the prompt is then their shared part, up to
       // the last Assistant turn both still have in common, and each response is the rest of its dialogue.
       size_t common = 0;
-      while (common < chosen.size() && common < rejected.size() && chosen[common] == rejected[common]) ++common;
+      while (common < chosen.size() && common < rejected.size() && chosen[common] == rejected[common])
+        ++common;
       static const std::string kMarker = "\n\nAssistant:";
       size_t at = chosen.substr(0, common).rfind(kMarker);
       if (at == std::string::npos)
@@ -119,7 +131,8 @@ bool parse_record(const json& record, const DataConfig& c, const std::string& fo
     auto [prompt_a, a] = split_conversation(field(record, c.a_field), c.a_field);
     auto [prompt_b, b] = split_conversation(field(record, c.b_field), c.b_field);
     if (prompt_a != prompt_b) throw BadRecord("the two conversations differ before the last response");
-    double rating_a = number_field(record, c.a_rating_field), rating_b = number_field(record, c.b_rating_field);
+    double rating_a = number_field(record, c.a_rating_field),
+           rating_b = number_field(record, c.b_rating_field);
     pair.prompt = prompt_a;
     pair.tie = rating_a == rating_b;
     pair.chosen = rating_a >= rating_b ? a : b;
@@ -137,7 +150,8 @@ bool parse_record(const json& record, const DataConfig& c, const std::string& fo
     } else if (winner == "tie" || winner == "tie (bothbad)" || winner == "draw") {
       pair.tie = true, pair.chosen = a, pair.rejected = b;
     } else {
-      throw BadRecord(fmt::format("field '{}' must be a, b, model_a, model_b or tie, got '{}'", c.winner_field, winner));
+      throw BadRecord(
+          fmt::format("field '{}' must be a, b, model_a, model_b or tie, got '{}'", c.winner_field, winner));
     }
   }
   if (pair.tie) {
@@ -206,8 +220,8 @@ std::vector<PreferencePair> read_preferences(const DataConfig& c, DataReport* re
       if (parse_record(record, c, format, pair, report)) pairs.push_back(std::move(pair));
     } catch (const BadRecord& e) {
       if (c.on_bad_record == "error")
-        fail("{}: {} (fix the record, map the field with data.*_field, or set data.on_bad_record: skip)", origin,
-             e.what());
+        fail("{}: {} (fix the record, map the field with data.*_field, or set data.on_bad_record: skip)",
+             origin, e.what());
       ++report.skipped;
       if (report.skipped_examples.size() < 5) report.skipped_examples.push_back(origin + ": " + e.what());
     }

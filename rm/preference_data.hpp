@@ -26,14 +26,14 @@ struct DataConfig {
   std::string prompt_field = "prompt";
   std::string chosen_field = "chosen";
   std::string rejected_field = "rejected";
-  std::string margin_field;              // pairs: optional per-record margin
+  std::string margin_field;                                      // pairs: optional per-record margin
   std::vector<std::string> group_fields = {"subset", "source"};  // kept for per-group evaluation
   std::string a_field = "conv_A", b_field = "conv_B";
   std::string a_rating_field = "conv_A_rating", b_rating_field = "conv_B_rating";
   std::string response_a_field = "response_a", response_b_field = "response_b", winner_field = "winner";
-  std::string ties = "drop";             // drop | keep (kept ties train towards equal rewards)
-  std::string on_bad_record = "error";   // error | skip
-  int64_t limit = 0;                     // read at most this many pairs; 0 = all
+  std::string ties = "drop";            // drop | keep (kept ties train towards equal rewards)
+  std::string on_bad_record = "error";  // error | skip
+  int64_t limit = 0;                    // read at most this many pairs; 0 = all
 
   template <class V>
   void visit(V& v) {
@@ -59,7 +59,7 @@ struct DataConfig {
 
 struct PreferencePair {
   std::string prompt;
-  std::string chosen;    // response text only
+  std::string chosen;  // response text only
   std::string rejected;
   double margin = 0;
   bool tie = false;

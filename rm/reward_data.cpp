@@ -40,7 +40,8 @@ Batch collate(const std::vector<const EncodedSequence*>& sequences, int64_t pad_
       mask[n][t] = 1;
       response[n][t] = t >= s.response_start ? 1 : 0;
     }
-    batch.response_tokens[n] = int64_t(s.ids.size()) - std::min<int64_t>(s.response_start, int64_t(s.ids.size()));
+    batch.response_tokens[n] =
+        int64_t(s.ids.size()) - std::min<int64_t>(s.response_start, int64_t(s.ids.size()));
     batch.n_tokens += int64_t(s.ids.size());
   }
   return batch;

@@ -24,9 +24,9 @@ EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::st
                                        const std::string& response, int64_t max_length);
 
 struct Batch {
-  torch::Tensor ids;            // (N, T) right-padded
-  torch::Tensor mask;           // (N, T) 1 for real tokens
-  torch::Tensor response_mask;  // (N, T) 1 for response tokens
+  torch::Tensor ids;              // (N, T) right-padded
+  torch::Tensor mask;             // (N, T) 1 for real tokens
+  torch::Tensor response_mask;    // (N, T) 1 for response tokens
   torch::Tensor response_tokens;  // (N) number of response tokens
   int64_t n_tokens = 0;           // real tokens in the batch
 };

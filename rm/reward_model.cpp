@@ -32,13 +32,14 @@ RewardModelImpl::RewardModelImpl(CausalLM backbone, const RewardHeadOptions& hea
   if (head.type == "linear") {
     score_ = register_module("score", torch::nn::Linear(torch::nn::LinearOptions(D, 1).bias(false)));
   } else if (head.type == "mlp") {
-    head_ = register_module("reward_head", torch::nn::Sequential(torch::nn::Linear(D, head.hidden), torch::nn::ReLU(),
-                                                                 torch::nn::Linear(head.hidden, 1)));
-  } else if (head.type == "mlp2") {
     head_ = register_module("reward_head",
                             torch::nn::Sequential(torch::nn::Linear(D, head.hidden), torch::nn::ReLU(),
-                                                  torch::nn::Linear(head.hidden, head.hidden), torch::nn::ReLU(),
                                                   torch::nn::Linear(head.hidden, 1)));
+  } else if (head.type == "mlp2") {
+    head_ = register_module(
+        "reward_head", torch::nn::Sequential(torch::nn::Linear(D, head.hidden), torch::nn::ReLU(),
+                                             torch::nn::Linear(head.hidden, head.hidden), torch::nn::ReLU(),
+                                             torch::nn::Linear(head.hidden, 1)));
   } else {
     fail("reward head type '{}' is not known (linear, mlp, mlp2)", head.type);
   }
@@ -66,7 +67,8 @@ std::map<std::string, torch::Tensor> RewardModelImpl::hf_state_dict() const {
   return out;
 }
 
-void RewardModelImpl::load_head(const std::map<std::string, torch::Tensor>& tensors, const std::string& source) {
+void RewardModelImpl::load_head(const std::map<std::string, torch::Tensor>& tensors,
+                                const std::string& source) {
   torch::NoGradGuard no_grad;
   for (auto& p : named_parameters()) {
     if (p.key().rfind("score.", 0) != 0 && p.key().rfind("reward_head.", 0) != 0) continue;

@@ -8,8 +8,8 @@
 
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "policy/model.hpp"
 
@@ -29,7 +29,8 @@ class RewardModelImpl : public torch::nn::Module {
  public:
   RewardModelImpl(CausalLM backbone, const RewardHeadOptions& head);
   // ids, attention_mask (B, T); padding on either side.
-  RewardOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask, bool want_logits = false);
+  RewardOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask,
+                       bool want_logits = false);
   CausalLM& backbone() { return backbone_; }
   const RewardHeadOptions& head_options() const { return head_options_; }
   // Trains only the head (the "frozen backbone" baseline).

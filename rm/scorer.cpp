@@ -171,7 +171,8 @@ double combine_ensemble(const std::vector<double>& values, const std::string& co
   fail("ensemble combine '{}' is not known (mean, min, mean_minus_std)", combine);
 }
 
-std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size, const std::string& device) {
+std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size,
+                                          const std::string& device) {
   if (fs::exists(fs::path(directory) / "ensemble.json"))
     return std::make_unique<EnsembleScorer>(directory, batch_size, device);
   return std::make_unique<ModelScorer>(directory, batch_size, device);

@@ -9,13 +9,15 @@
 namespace grm {
 namespace {
 
-const std::set<std::string> kHappy = {"happy", "smiled", "smile", "smiles", "laughed", "laugh", "fun", "love",
-                                      "loved", "hug", "hugged", "glad", "friends", "friend", "kind", "nice",
-                                      "proud", "best", "joy", "played", "together", "thank", "thanked"};
-const std::set<std::string> kSad = {"sad", "cried", "cry", "crying", "angry", "scared", "hurt", "lost", "broke",
-                                    "broken", "bad", "mad", "upset", "alone", "afraid", "died"};
-const std::set<std::string> kNotNames = {"Once", "One", "The", "A", "An", "Then", "He", "She", "They", "It",
-                                         "There", "Every", "In", "On", "At", "But", "And", "So", "When", "I"};
+const std::set<std::string> kHappy = {"happy",   "smiled", "smile",    "smiles", "laughed", "laugh",
+                                      "fun",     "love",   "loved",    "hug",    "hugged",  "glad",
+                                      "friends", "friend", "kind",     "nice",   "proud",   "best",
+                                      "joy",     "played", "together", "thank",  "thanked"};
+const std::set<std::string> kSad = {"sad",   "cried",  "cry", "crying", "angry", "scared", "hurt",   "lost",
+                                    "broke", "broken", "bad", "mad",    "upset", "alone",  "afraid", "died"};
+const std::set<std::string> kNotNames = {"Once", "One",  "The", "A",     "An",    "Then", "He",
+                                         "She",  "They", "It",  "There", "Every", "In",   "On",
+                                         "At",   "But",  "And", "So",    "When",  "I"};
 
 std::vector<std::string> words_of(const std::string& text, bool lower) {
   std::vector<std::string> words;
@@ -34,7 +36,8 @@ std::vector<std::string> words_of(const std::string& text, bool lower) {
 
 std::string last_sentence(const std::string& text) {
   std::string trimmed = text;
-  while (!trimmed.empty() && std::string(".!? \n\t\"").find(trimmed.back()) != std::string::npos) trimmed.pop_back();
+  while (!trimmed.empty() && std::string(".!? \n\t\"").find(trimmed.back()) != std::string::npos)
+    trimmed.pop_back();
   size_t end = trimmed.find_last_of(".!?");
   return end == std::string::npos ? trimmed : trimmed.substr(end + 1);
 }
@@ -63,7 +66,8 @@ StoryOracleParts story_oracle_parts(const std::string& prompt, const std::string
     }
   if (words.size() >= 3) {
     std::set<std::string> trigrams;
-    for (size_t i = 0; i + 2 < words.size(); ++i) trigrams.insert(words[i] + " " + words[i + 1] + " " + words[i + 2]);
+    for (size_t i = 0; i + 2 < words.size(); ++i)
+      trigrams.insert(words[i] + " " + words[i + 1] + " " + words[i + 2]);
     parts.repetition = -2.0 * (1.0 - double(trigrams.size()) / double(words.size() - 2));
   }
   parts.length = -std::abs(std::log(double(std::max<size_t>(words.size(), 1)) / 60.0));

@@ -43,9 +43,11 @@ std::vector<EncodedPair> encode_pairs(const Tokenizer& tokenizer, const std::vec
 }
 
 struct StepStats {
-  double loss = 0, reward_loss = 0, reg_loss = 0, correct = 0, pairs = 0, reward_sum = 0, reward_sq = 0, tokens = 0;
+  double loss = 0, reward_loss = 0, reg_loss = 0, correct = 0, pairs = 0, reward_sum = 0, reward_sq = 0,
+         tokens = 0;
   void add(const StepStats& o) {
-    loss += o.loss, reward_loss += o.reward_loss, reg_loss += o.reg_loss, correct += o.correct, pairs += o.pairs;
+    loss += o.loss, reward_loss += o.reward_loss, reg_loss += o.reg_loss, correct += o.correct,
+        pairs += o.pairs;
     reward_sum += o.reward_sum, reward_sq += o.reward_sq, tokens += o.tokens;
   }
   void all_reduce(Comm& comm) {
@@ -60,15 +62,23 @@ struct StepStats {
 
 class MemberTrainer {
  public:
-  MemberTrainer(const TrainRmConfig& config, const std::string& model_dir, const std::vector<EncodedPair>& train,
-                const std::vector<EncodedPair>& heldout, int64_t pad_id, uint64_t seed, std::string member)
-      : c_(config), train_(train), heldout_(heldout), pad_id_(pad_id), seed_(seed), member_(std::move(member)),
-        comm_(Comm::world()), device_(training_device(config.device)) {
+  MemberTrainer(const TrainRmConfig& config, const std::string& model_dir,
+                const std::vector<EncodedPair>& train, const std::vector<EncodedPair>& heldout,
+                int64_t pad_id, uint64_t seed, std::string member)
+      : c_(config),
+        train_(train),
+        heldout_(heldout),
+        pad_id_(pad_id),
+        seed_(seed),
+        member_(std::move(member)),
+        comm_(Comm::world()),
+        device_(training_device(config.device)) {
     model_ = make_reward_model(model_dir, {c_.rm.head, c_.rm.head_hidden}, seed_);
     bool frozen = c_.rm.method == "frozen" || c_.rm.finetune == "frozen";
     if (frozen) model_->freeze_backbone();
     if (c_.rm.finetune == "lora")
-      model_->backbone()->enable_lora({c_.rm.lora.rank, c_.rm.lora.alpha, c_.rm.lora.dropout, c_.rm.lora.targets});
+      model_->backbone()->enable_lora(
+          {c_.rm.lora.rank, c_.rm.lora.alpha, c_.rm.lora.dropout, c_.rm.lora.targets});
     model_->to(device_);
     model_->train();
     if (c_.rm.method == "grm" && c_.rm.reg == "dpo") {
@@ -91,9 +101,11 @@ class MemberTrainer {
   TrainRmResult run(const std::string& out_model_dir, const std::string& checkpoint_dir,
                     const std::string& metrics_path, int64_t stop_after) {
     int64_t step = resume(checkpoint_dir);
-    if (step > 0) log::info("{}resuming at step {} of {} from {}", tag(), step, total_steps_, checkpoint_dir);
-    else log::info("{}training {} steps ({} pairs, {} per step, {} ranks)", tag(), total_steps_, train_.size(),
-                   c_.optim.batch_size * comm_.size() * c_.optim.grad_accum, comm_.size());
+    if (step > 0)
+      log::info("{}resuming at step {} of {} from {}", tag(), step, total_steps_, checkpoint_dir);
+    else
+      log::info("{}training {} steps ({} pairs, {} per step, {} ranks)", tag(), total_steps_, train_.size(),
+                c_.optim.batch_size * comm_.size() * c_.optim.grad_accum, comm_.size());
     StepStats window;
     auto window_start = std::chrono::steady_clock::now();
     double tokens_per_second = 0;
@@ -117,21 +129,24 @@ class MemberTrainer {
       bool last = step == total_steps_;
       if (step % c_.log_every == 0 || last) {
         window.all_reduce(comm_);
-        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+        double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
         tokens_per_second = window.tokens / std::max(seconds, 1e-9);
         log_metrics(metrics_path, step, lr, window, tokens_per_second);
         window = StepStats();
         window_start = std::chrono::steady_clock::now();
       }
-      if ((c_.checkpoint_every > 0 && step % c_.checkpoint_every == 0) || last) save_checkpoint(checkpoint_dir, step);
+      if ((c_.checkpoint_every > 0 && step % c_.checkpoint_every == 0) || last)
+        save_checkpoint(checkpoint_dir, step);
       if (stop_after > 0 && executed >= stop_after && !last) return {step, 0, 0, tokens_per_second, false};
     }
     TrainRmResult result{step, 0, int64_t(heldout_.size()), tokens_per_second};
     result.heldout_accuracy = heldout_accuracy();
     if (comm_.is_root()) {
       model_->to(torch::kCPU);
-      model_->metadata = {{"method", c_.rm.method}, {"reg", c_.rm.reg}, {"alpha", c_.rm.alpha},
-                          {"beta", c_.rm.beta}, {"max_length", c_.max_length}, {"seed", seed_}};
+      model_->metadata = {{"method", c_.rm.method},      {"reg", c_.rm.reg},
+                          {"alpha", c_.rm.alpha},        {"beta", c_.rm.beta},
+                          {"max_length", c_.max_length}, {"seed", seed_}};
       save_reward_model(model_, out_model_dir);
     }
     comm_.barrier();
@@ -159,14 +174,16 @@ class MemberTrainer {
     for (size_t i : indices) sequences.push_back(&pairs[i].chosen);
     for (size_t i : indices) sequences.push_back(&pairs[i].rejected);
     auto batch = collate(sequences, pad_id_);
-    auto ids = batch.ids.to(device_), mask = batch.mask.to(device_), response = batch.response_mask.to(device_);
+    auto ids = batch.ids.to(device_), mask = batch.mask.to(device_),
+         response = batch.response_mask.to(device_);
     int64_t B = int64_t(indices.size());
     bool grm = c_.rm.method == "grm";
     compat::CudaBf16Autocast autocast(c_.bf16 && device_.is_cuda());
     auto out = model_->forward(ids, mask, /*want_logits=*/grm);
     auto r_chosen = out.rewards.narrow(0, 0, B), r_rejected = out.rewards.narrow(0, B, B);
     std::vector<float> margins, ties;
-    for (size_t i : indices) margins.push_back(float(pairs[i].margin)), ties.push_back(pairs[i].tie ? 1.f : 0.f);
+    for (size_t i : indices)
+      margins.push_back(float(pairs[i].margin)), ties.push_back(pairs[i].tie ? 1.f : 0.f);
     auto margin = torch::tensor(margins).to(device_), tie = torch::tensor(ties).to(device_);
 
     torch::Tensor reward_loss;
@@ -222,7 +239,8 @@ class MemberTrainer {
     // Ranks split the held-out pairs; counts are summed.
     for (int64_t begin = comm_.rank() * B; begin < int64_t(heldout_.size()); begin += B * comm_.size()) {
       std::vector<size_t> indices;
-      for (int64_t i = begin; i < std::min<int64_t>(begin + B, int64_t(heldout_.size())); ++i) indices.push_back(size_t(i));
+      for (int64_t i = begin; i < std::min<int64_t>(begin + B, int64_t(heldout_.size())); ++i)
+        indices.push_back(size_t(i));
       total.add(forward_loss(indices, /*train=*/false).second);
     }
     total.all_reduce(comm_);
@@ -230,7 +248,8 @@ class MemberTrainer {
     return total.pairs > 0 ? total.correct / total.pairs : 0;
   }
 
-  void log_metrics(const std::string& path, int64_t step, double lr, const StepStats& s, double tokens_per_second) {
+  void log_metrics(const std::string& path, int64_t step, double lr, const StepStats& s,
+                   double tokens_per_second) {
     if (!comm_.is_root()) return;
     double n = std::max(1.0, s.pairs), n_rewards = std::max(1.0, 2 * n);
     double mean = s.reward_sum / n_rewards, var = std::max(0.0, s.reward_sq / n_rewards - mean * mean);
@@ -246,9 +265,10 @@ class MemberTrainer {
                            {"lr", lr}};
     if (!member_.empty()) line["member"] = member_;
     append_line(path, line.dump());
-    log::info("{}step {}/{} loss {:.4f} (reward {:.4f}, reg {:.4f}) acc {:.3f} reward {:.3f}±{:.3f} {:.0f} tok/s",
-              tag(), step, total_steps_, s.loss / n, s.reward_loss / n, s.reg_loss / n, s.correct / n, mean,
-              std::sqrt(var), tokens_per_second);
+    log::info(
+        "{}step {}/{} loss {:.4f} (reward {:.4f}, reg {:.4f}) acc {:.3f} reward {:.3f}±{:.3f} {:.0f} tok/s",
+        tag(), step, total_steps_, s.loss / n, s.reward_loss / n, s.reg_loss / n, s.correct / n, mean,
+        std::sqrt(var), tokens_per_second);
   }
 
   void save_checkpoint(const std::string& dir, int64_t step) {
@@ -292,11 +312,13 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   auto tokenizer = load_tokenizer(model_dir);
   DataReport report;
   auto pairs = read_preferences(config.data, &report);
-  if (pairs.size() < 2) fail("{}: only {} usable preference pairs; need at least 2", config.data.path, pairs.size());
+  if (pairs.size() < 2)
+    fail("{}: only {} usable preference pairs; need at least 2", config.data.path, pairs.size());
   auto order = permutation(pairs.size(), config.seed);
   size_t n_heldout = size_t(std::floor(config.eval_fraction * double(pairs.size())));
   std::vector<PreferencePair> train_pairs, heldout_pairs;
-  for (size_t i = 0; i < order.size(); ++i) (i < n_heldout ? heldout_pairs : train_pairs).push_back(pairs[order[i]]);
+  for (size_t i = 0; i < order.size(); ++i)
+    (i < n_heldout ? heldout_pairs : train_pairs).push_back(pairs[order[i]]);
   auto train = encode_pairs(*tokenizer, train_pairs, config.max_length);
   auto heldout = encode_pairs(*tokenizer, heldout_pairs, config.max_length);
   int64_t pad_id = tokenizer->pad_id.value_or(0);
@@ -326,7 +348,8 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   if (comm.is_root()) {
     copy_tokenizer_files(model_dir, model_out.string());
     if (ensemble) {
-      nlohmann::json e = {{"members", members}, {"combine", config.rm.ensemble.combine},
+      nlohmann::json e = {{"members", members},
+                          {"combine", config.rm.ensemble.combine},
                           {"lambda", config.rm.ensemble.lambda}};
       write_file_atomic((model_out / "ensemble.json").string(), e.dump(2));
       result.heldout_accuracy = accuracy_sum / double(members);
@@ -336,9 +359,12 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
                               {"heldout_pairs", result.heldout_pairs},
                               {"train_pairs", train.size()},
                               {"tokens_per_s", result.tokens_per_second},
-                              {"data", {{"records", report.records}, {"pairs", report.pairs},
-                                        {"skipped", report.skipped}, {"ties_dropped", report.ties_dropped},
-                                        {"ties_kept", report.ties_kept}}}};
+                              {"data",
+                               {{"records", report.records},
+                                {"pairs", report.pairs},
+                                {"skipped", report.skipped},
+                                {"ties_dropped", report.ties_dropped},
+                                {"ties_kept", report.ties_kept}}}};
     write_file_atomic((fs::path(out_dir) / "summary.json").string(), summary.dump(2));
     log::info("held-out accuracy {:.4f} on {} pairs", result.heldout_accuracy, result.heldout_pairs);
   }

@@ -2,7 +2,8 @@
 //   method bt | margin | label_smooth      the reward loss alone
 //   method frozen                          bt with the backbone frozen (only the head trains)
 //   method ensemble                        `ensemble.members` bt models from seeds seed, seed+1, ...
-//   method grm                             (1 - alpha) * bt + alpha * reg, reg in sft | sft_nll | dpo_noref | dpo
+//   method grm                             (1 - alpha) * bt + alpha * reg, reg in sft | sft_nll | dpo_noref |
+//   dpo
 // Each rank reads a disjoint, deterministic shard of every epoch's seeded permutation; gradients are
 // averaged in buckets (cluster/comm.hpp). AdamW, cosine schedule with linear warm-up, clipping and
 // accumulation. Checkpoints (weights, optimizer, step, RNG) are written atomically every
@@ -77,10 +78,10 @@ struct OptimConfig {
   double weight_decay = 0.0;
   double warmup_ratio = 0.05;
   int64_t epochs = 1;
-  int64_t batch_size = 8;   // pairs per rank per micro-batch
+  int64_t batch_size = 8;  // pairs per rank per micro-batch
   int64_t grad_accum = 1;
   double max_grad_norm = 1.0;
-  int64_t max_steps = 0;    // 0: as many as the epochs give
+  int64_t max_steps = 0;  // 0: as many as the epochs give
   template <class V>
   void visit(V& v) {
     v("lr", lr);

@@ -55,7 +55,8 @@ TEST_P(HfFixture, MatchesTransformers) {
   EXPECT_LT(masked_max_abs_diff(out.hidden, ref.at("last_hidden"), mask), kTolerance);
   // log p(ids[t+1] | ..t) where the next token is real
   auto next_mask = mask.narrow(1, 1, mask.size(1) - 1);
-  EXPECT_LT(masked_max_abs_diff(token_logprobs(out.logits, ids), ref.at("token_logprobs"), next_mask), kTolerance);
+  EXPECT_LT(masked_max_abs_diff(token_logprobs(out.logits, ids), ref.at("token_logprobs"), next_mask),
+            kTolerance);
 
   auto prompt = ref.at("prompt"), greedy = ref.at("greedy");
   GenerateOptions options;
@@ -189,17 +190,34 @@ void rewrite(const fs::path& file, const std::function<std::string(std::string)>
 }
 
 TEST(Safetensors, MalformedInputsGiveErrorsNamingFileAndTensor) {
-  expect_load_error("truncated", [](const fs::path& d) {
-    rewrite(d / "model.safetensors", [](std::string s) { return s.substr(0, s.size() / 2); });
-  }, "truncated");
-  expect_load_error("tiny", [](const fs::path& d) { write_file_atomic((d / "model.safetensors").string(), "abc"); },
-                    "too short");
-  expect_load_error("header_length", [](const fs::path& d) {
-    rewrite(d / "model.safetensors", [](std::string s) { s[6] = '\x7f'; return s; });
-  }, "header claims");
-  expect_load_error("bad_json", [](const fs::path& d) {
-    rewrite(d / "model.safetensors", [](std::string s) { s[8] = '['; s[9] = '}'; return s; });
-  }, "not valid JSON");
+  expect_load_error(
+      "truncated",
+      [](const fs::path& d) {
+        rewrite(d / "model.safetensors", [](std::string s) { return s.substr(0, s.size() / 2); });
+      },
+      "truncated");
+  expect_load_error(
+      "tiny", [](const fs::path& d) { write_file_atomic((d / "model.safetensors").string(), "abc"); },
+      "too short");
+  expect_load_error(
+      "header_length",
+      [](const fs::path& d) {
+        rewrite(d / "model.safetensors", [](std::string s) {
+          s[6] = '\x7f';
+          return s;
+        });
+      },
+      "header claims");
+  expect_load_error(
+      "bad_json",
+      [](const fs::path& d) {
+        rewrite(d / "model.safetensors", [](std::string s) {
+          s[8] = '[';
+          s[9] = '}';
+          return s;
+        });
+      },
+      "not valid JSON");
   auto replace_in_file = [](const fs::path& f, const std::string& from, const std::string& to) {
     rewrite(f, [&](std::string s) {
       auto at = s.find(from);
@@ -208,34 +226,46 @@ TEST(Safetensors, MalformedInputsGiveErrorsNamingFileAndTensor) {
       return s;
     });
   };
-  expect_load_error("missing_tensor", [&](const fs::path& d) {
-    replace_in_file(d / "model.safetensors", "\"model.norm.weight\"", "\"model.norm.weighX\"");
-  }, "missing tensor 'model.norm.weight'");
-  expect_load_error("wrong_dtype", [&](const fs::path& d) {
-    replace_in_file(d / "model.safetensors", "\"F32\"", "\"Q99\"");
-  }, "dtype 'Q99'");
-  expect_load_error("missing_file", [](const fs::path& d) { fs::remove(d / "model.safetensors"); },
-                    "no model.safetensors");
+  expect_load_error(
+      "missing_tensor",
+      [&](const fs::path& d) {
+        replace_in_file(d / "model.safetensors", "\"model.norm.weight\"", "\"model.norm.weighX\"");
+      },
+      "missing tensor 'model.norm.weight'");
+  expect_load_error(
+      "wrong_dtype",
+      [&](const fs::path& d) { replace_in_file(d / "model.safetensors", "\"F32\"", "\"Q99\""); },
+      "dtype 'Q99'");
+  expect_load_error(
+      "missing_file", [](const fs::path& d) { fs::remove(d / "model.safetensors"); }, "no model.safetensors");
   auto edit_config = [](const fs::path& d, const std::function<void(nlohmann::json&)>& edit) {
     auto config = nlohmann::json::parse(read_file((d / "config.json").string()));
     edit(config);
     write_file_atomic((d / "config.json").string(), config.dump());
   };
-  expect_load_error("shape", [&](const fs::path& d) {
-    edit_config(d, [](nlohmann::json& c) { c["intermediate_size"] = c["intermediate_size"].get<int>() + 1; });
-  }, "has shape");
-  expect_load_error("unknown_type", [&](const fs::path& d) {
-    edit_config(d, [](nlohmann::json& c) { c["model_type"] = "mamba"; });
-  }, "model_type 'mamba' is not supported");
-  expect_load_error("config_json", [&](const fs::path& d) {
-    rewrite(d / "config.json", [](std::string s) { return "{" + s; });
-  }, "config.json: not valid JSON");
-  expect_load_error("config_key", [&](const fs::path& d) {
-    edit_config(d, [](nlohmann::json& c) { c.erase("hidden_size"); });
-  }, "missing required key 'hidden_size'");
-  expect_load_error("config_type", [&](const fs::path& d) {
-    edit_config(d, [](nlohmann::json& c) { c["num_hidden_layers"] = "two"; });
-  }, "'num_hidden_layers' has the wrong type");
+  expect_load_error(
+      "shape",
+      [&](const fs::path& d) {
+        edit_config(
+            d, [](nlohmann::json& c) { c["intermediate_size"] = c["intermediate_size"].get<int>() + 1; });
+      },
+      "has shape");
+  expect_load_error(
+      "unknown_type",
+      [&](const fs::path& d) { edit_config(d, [](nlohmann::json& c) { c["model_type"] = "mamba"; }); },
+      "model_type 'mamba' is not supported");
+  expect_load_error(
+      "config_json",
+      [&](const fs::path& d) { rewrite(d / "config.json", [](std::string s) { return "{" + s; }); },
+      "config.json: not valid JSON");
+  expect_load_error(
+      "config_key",
+      [&](const fs::path& d) { edit_config(d, [](nlohmann::json& c) { c.erase("hidden_size"); }); },
+      "missing required key 'hidden_size'");
+  expect_load_error(
+      "config_type",
+      [&](const fs::path& d) { edit_config(d, [](nlohmann::json& c) { c["num_hidden_layers"] = "two"; }); },
+      "'num_hidden_layers' has the wrong type");
 }
 
 }  // namespace

@@ -33,7 +33,9 @@ std::string mini_overrides(const fs::path& run_dir) {
          " --set ppo.config.n_eval_prompts=4";
 }
 
-int shell(const std::string& command) { return WEXITSTATUS(std::system(command.c_str())); }
+int shell(const std::string& command) {
+  return WEXITSTATUS(std::system(command.c_str()));
+}
 
 fs::path temp_dir(const std::string& name) {
   auto dir = fs::temp_directory_path() / ("grm_pipe_" + name + "_" + std::to_string(::getpid()));
@@ -45,7 +47,8 @@ fs::path temp_dir(const std::string& name) {
 TEST(Pipeline, MiniQuickstartWritesAReportWithRealContentAndReRunsFromCache) {
   auto dir = temp_dir("mini");
   std::string run = std::string(GRM_BINARY) + " run " + kQuickstart + mini_overrides(dir / "run");
-  ASSERT_EQ(shell(run + " > " + (dir / "first.log").string() + " 2>&1"), 0) << read_file((dir / "first.log").string());
+  ASSERT_EQ(shell(run + " > " + (dir / "first.log").string() + " 2>&1"), 0)
+      << read_file((dir / "first.log").string());
   auto report = dir / "run/report";
   for (const char* file : {"index.html", "summary.md", "summary.json"})
     EXPECT_TRUE(fs::exists(report / file)) << file;

@@ -26,8 +26,12 @@ using namespace grm;
 
 namespace {
 
-double value(const torch::Tensor& t) { return t.item<double>(); }
-torch::Tensor vec(std::vector<float> v) { return torch::tensor(v); }
+double value(const torch::Tensor& t) {
+  return t.item<double>();
+}
+torch::Tensor vec(std::vector<float> v) {
+  return torch::tensor(v);
+}
 
 fs::path temp_dir(const std::string& name) {
   auto dir = fs::temp_directory_path() / ("grm_rm_" + name + "_" + std::to_string(::getpid()));
@@ -37,7 +41,9 @@ fs::path temp_dir(const std::string& name) {
 }
 
 // -log sigmoid(x), worked out: log(1 + e^-x)
-double nls(double x) { return std::log1p(std::exp(-x)); }
+double nls(double x) {
+  return std::log1p(std::exp(-x));
+}
 
 TEST(Losses, MatchHandWorkedValues) {
   auto rc = vec({1.0f, 0.0f}), rr = vec({0.0f, 1.0f});
@@ -159,15 +165,22 @@ TEST(PreferenceData, EachBadRecordNamesFileLineAndField) {
   expect(read_error("object", "[1, 2]", "pairs"), "must be a JSON object");
   expect(read_error("messages", R"({"chosen": [{"role": "user"}], "rejected": []})", "messages"),
          "field 'chosen[0]' must be");
-  expect(read_error("last_role", R"({"chosen": [{"role": "user", "content": "x"}], "rejected": [{"role": "user", "content": "y"}]})",
-                    "messages"),
-         "the last message must be the assistant's");
+  expect(
+      read_error(
+          "last_role",
+          R"({"chosen": [{"role": "user", "content": "x"}], "rejected": [{"role": "user", "content": "y"}]})",
+          "messages"),
+      "the last message must be the assistant's");
   expect(read_error("transcript", R"({"chosen": "no turns", "rejected": "no turns"})", "transcript"),
          "has no \"\\n\\nAssistant:\" turn");
-  expect(read_error("rating", R"({"conv_A": "\n\nHuman: q\n\nAssistant: a", "conv_B": "\n\nHuman: q\n\nAssistant: b", "conv_A_rating": "high", "conv_B_rating": 1})",
-                    "rated"),
-         "field 'conv_A_rating' must be a number");
-  expect(read_error("winner", R"({"prompt": "p", "response_a": "a", "response_b": "b", "winner": "both"})", "winner"),
+  expect(
+      read_error(
+          "rating",
+          R"({"conv_A": "\n\nHuman: q\n\nAssistant: a", "conv_B": "\n\nHuman: q\n\nAssistant: b", "conv_A_rating": "high", "conv_B_rating": 1})",
+          "rated"),
+      "field 'conv_A_rating' must be a number");
+  expect(read_error("winner", R"({"prompt": "p", "response_a": "a", "response_b": "b", "winner": "both"})",
+                    "winner"),
          "must be a, b, model_a, model_b or tie");
 
   // skip mode counts and reports instead of failing
@@ -208,17 +221,16 @@ std::string story_pairs(int n, uint64_t seed) {
   const char* things[] = {"ball", "kite", "cake", "toy", "book", "dog", "hat", "box"};
   const char* happy[] = {"They laughed and played together all day.", "She smiled and was very happy.",
                          "He hugged his friend and felt glad.", "They had fun and were happy."};
-  const char* sad[] = {"He cried and was very sad.", "She felt angry and alone.", "They were scared and upset.",
-                       "He lost it and felt bad."};
+  const char* sad[] = {"He cried and was very sad.", "She felt angry and alone.",
+                       "They were scared and upset.", "He lost it and felt bad."};
   std::mt19937_64 rng(seed);
   std::string out;
   for (int i = 0; i < n; ++i) {
     std::string name = names[rng() % 8], thing = things[rng() % 8];
     std::string prompt = "Once upon a time, " + name + " had a " + thing + ".";
     std::string middle = " " + name + " took the " + thing + " to the park. ";
-    nlohmann::json record = {{"prompt", prompt},
-                             {"chosen", middle + happy[rng() % 4]},
-                             {"rejected", middle + sad[rng() % 4]}};
+    nlohmann::json record = {
+        {"prompt", prompt}, {"chosen", middle + happy[rng() % 4]}, {"rejected", middle + sad[rng() % 4]}};
     out += record.dump() + "\n";
   }
   return out;
@@ -256,7 +268,8 @@ std::map<std::string, torch::Tensor> weights_of(const fs::path& model_dir) {
   return load_safetensors((model_dir / "model.safetensors").string());
 }
 
-double max_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+double max_difference(const std::map<std::string, torch::Tensor>& a,
+                      const std::map<std::string, torch::Tensor>& b) {
   double worst = 0;
   EXPECT_EQ(a.size(), b.size());
   for (const auto& [key, t] : a) worst = std::max(worst, (t - b.at(key)).abs().max().item<double>());
@@ -288,8 +301,8 @@ TEST(TrainRm, EveryMethodAndRegularizerTrains) {
   c.rm.head_hidden = 32;
   auto base = load_causal_lm(resolve_model_path("tinystories-656k"))->hf_state_dict();
   int index = 0;
-  for (std::string variant : {"margin", "label_smooth", "frozen", "grm:sft", "grm:sft_nll", "grm:dpo_noref",
-                              "grm:dpo", "lora"}) {
+  for (std::string variant :
+       {"margin", "label_smooth", "frozen", "grm:sft", "grm:sft_nll", "grm:dpo_noref", "grm:dpo", "lora"}) {
     auto run = c;
     auto colon = variant.find(':');
     run.rm.method = variant.substr(0, colon);
@@ -300,7 +313,10 @@ TEST(TrainRm, EveryMethodAndRegularizerTrains) {
     EXPECT_EQ(result.steps, 2) << variant;
     auto trained = weights_of(out / "model");
     double backbone_change = (trained.at("model.layers.0.self_attn.q_proj.weight") -
-                              base.at("model.layers.0.self_attn.q_proj.weight")).abs().max().item<double>();
+                              base.at("model.layers.0.self_attn.q_proj.weight"))
+                                 .abs()
+                                 .max()
+                                 .item<double>();
     if (run.rm.method == "frozen")
       EXPECT_EQ(backbone_change, 0.0) << variant;
     else
@@ -349,7 +365,8 @@ TEST(EvalRm, ReportsOverallAndPerSubsetAccuracyOnHhh) {
   EXPECT_EQ(total, int64_t(pairs.size()));
   EXPECT_NEAR(result["accuracy"].get<double>(), double(right) / double(total), 1e-9);
   double sections = (result["sections"]["safety"]["accuracy"].get<double>() +
-                     result["sections"]["rest"]["accuracy"].get<double>()) / 2;
+                     result["sections"]["rest"]["accuracy"].get<double>()) /
+                    2;
   EXPECT_NEAR(result["section_score"].get<double>(), sections, 1e-12);
   fs::remove_all(dir);
 }
@@ -366,7 +383,8 @@ TEST(TrainRm, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
   write_file_atomic((dir / "pairs.jsonl").string(), story_pairs(64, 3));
   auto write_config = [&](const std::string& name, int batch) {
     std::string yaml = fmt::format(
-        "model: tinystories-656k\nmax_length: 40\nthreads: 1\neval_fraction: 0\nlog_every: 1\ncheckpoint_every: 0\n"
+        "model: tinystories-656k\nmax_length: 40\nthreads: 1\neval_fraction: 0\nlog_every: "
+        "1\ncheckpoint_every: 0\n"
         "data: {{path: {}}}\nrm: {{method: grm, reg: sft, alpha: 0.1, head: linear}}\n"
         "optim: {{lr: 0.0002, batch_size: {}, max_steps: 3, warmup_ratio: 0}}\n",
         (dir / "pairs.jsonl").string(), batch);

@@ -15,6 +15,7 @@ inline std::string shared_root() {
 
 inline std::string shared_path(const std::string& relative) {
   std::string path = shared_root() + "/" + relative;
-  if (!std::filesystem::exists(path)) grm::fail("fixture missing: {} (set GRM_SHARED to the fixture root)", path);
+  if (!std::filesystem::exists(path))
+    grm::fail("fixture missing: {} (set GRM_SHARED to the fixture root)", path);
   return path;
 }

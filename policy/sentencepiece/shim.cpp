@@ -32,14 +32,18 @@ void* grm_spm_load(const char* path, char** error) {
   return processor;
 }
 
-void grm_spm_free(void* processor) { delete static_cast<sentencepiece::SentencePieceProcessor*>(processor); }
-void grm_spm_free_buffer(void* buffer) { std::free(buffer); }
+void grm_spm_free(void* processor) {
+  delete static_cast<sentencepiece::SentencePieceProcessor*>(processor);
+}
+void grm_spm_free_buffer(void* buffer) {
+  std::free(buffer);
+}
 
 // Encodes text into a malloc'd id array; returns 0 on success, else sets *error.
 int grm_spm_encode(void* processor, const char* text, size_t length, int** ids, size_t* n_ids, char** error) {
   std::vector<int> out;
-  auto status = static_cast<sentencepiece::SentencePieceProcessor*>(processor)->Encode(
-      std::string(text, length), &out);
+  auto status =
+      static_cast<sentencepiece::SentencePieceProcessor*>(processor)->Encode(std::string(text, length), &out);
   if (!status.ok()) {
     *error = copy_string(status.ToString());
     return 1;
@@ -77,10 +81,14 @@ int grm_spm_piece_to_id(void* processor, const char* piece) {
 int grm_spm_special_id(void* processor, int which) {
   auto* p = static_cast<sentencepiece::SentencePieceProcessor*>(processor);
   switch (which) {
-    case 0: return p->bos_id();
-    case 1: return p->eos_id();
-    case 2: return p->pad_id();
-    default: return p->unk_id();
+    case 0:
+      return p->bos_id();
+    case 1:
+      return p->eos_id();
+    case 2:
+      return p->pad_id();
+    default:
+      return p->unk_id();
   }
 }
 
