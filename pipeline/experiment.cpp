@@ -123,6 +123,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
       ppo.proxy.model = "@proxy_rm/model";
       ppo.gold = ScorerConfig();
       ppo.gold->model = "@gold_rm/model";
+      ppo.gold->serve = e.gold.serve;
       ppo.seed = e.seed;
       StageSpec ppo_spec = stage("ppo", "ppo", to_yaml(ppo), {world_id, gold_id, proxy_id}, 1, 1);
       ppo_spec.labels = labels;
@@ -144,6 +145,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
     BonConfig bon;
     bon.samples_from = "@bon_samples/samples.jsonl";
     bon.gold.model = "@gold_rm/model";
+    bon.gold.serve = base.gold.serve;
     std::vector<std::string> deps = {samples_id, gold_id};
     for (size_t i = 0; i < proxy_ids.size(); ++i) {
       bon.proxy_models.push_back(i == 0 ? "@proxy_rm/model" : fmt::format("@proxy_rm#{}/model", i));

@@ -36,8 +36,10 @@ struct GoldSection {
   RmConfig rm;
   OptimConfig optim;
   int64_t max_length = 128;
+  bool serve = false;  // BoN and PPO score through a `grm serve` process of the gold RM (HTTP)
   template <class V>
   void visit(V& v) {
+    v("serve", serve);
     v("rm", rm);
     v("optim", optim);
     v("max_length", max_length);

@@ -1,15 +1,25 @@
 #include "rm/scorer.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <thread>
 
 #include "cluster/atomic_file.hpp"
 #include "cluster/error.hpp"
+#include "cluster/launcher.hpp"
+#include "cluster/log.hpp"
 #include "policy/model_path.hpp"
 #include "policy/tokenizer.hpp"
 #include "rm/reward_data.hpp"
@@ -124,6 +134,63 @@ double count_word(const std::string& text, const std::string& word, int64_t cap)
 }
 
 // "story" (rm/story_oracle.hpp) or "word:WORD[:MAX]" (count_word, MAX 5 by default).
+// A reward model served by a child `grm serve` process for as long as this scorer lives. The executable is
+// $GRM_EXE when set (tests), else this process's own.
+class ServedModelScorer : public Scorer {
+ public:
+  ServedModelScorer(const std::string& directory, int64_t batch_size) {
+    int port = free_loopback_port();
+    std::string exe =
+        std::getenv("GRM_EXE") ? std::getenv("GRM_EXE") : fs::read_symlink("/proc/self/exe").string();
+    log_ = (fs::temp_directory_path() / fmt::format("grm_serve_{}_{}.log", ::getpid(), port)).string();
+    SpawnOptions options;
+    options.log_path = log_;
+    options.detach_from_mpi_job = true;
+    pid_ = spawn_process({exe, "serve", "--model", directory, "--port", std::to_string(port), "--max-batch",
+                          std::to_string(std::max<int64_t>(1, batch_size))},
+                         options);
+    client_ = std::make_unique<RewardClient>(fmt::format("http://127.0.0.1:{}/get_reward", port));
+    for (int attempt = 0; !client_->healthy(); ++attempt) {
+      if (auto status = poll_process(pid_)) {
+        pid_ = 0;
+        fail("the served reward model {} exited before answering ({}); its log: {}", directory,
+             status->describe(), log_);
+      }
+      if (attempt > 1200)
+        fail("the served reward model {} did not answer /health in 2 minutes; its log: {}", directory, log_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    log::info("scoring {} through a served copy at http://127.0.0.1:{}/get_reward", directory, port);
+  }
+  ~ServedModelScorer() override {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);  // the server finishes in-flight requests, then exits
+    wait_process(pid_);
+    std::error_code ignored;
+    fs::remove(log_, ignored);
+  }
+  std::vector<double> score(const std::vector<ScoreItem>& items) override { return client_->score(items); }
+
+ private:
+  static int free_loopback_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      if (fd >= 0) ::close(fd);
+      fail("cannot find a free loopback port for the served reward model");
+    }
+    ::close(fd);
+    return ntohs(address.sin_port);
+  }
+  pid_t pid_ = 0;
+  std::string log_;
+  std::unique_ptr<RewardClient> client_;
+};
+
 class OracleScorer : public Scorer {
  public:
   explicit OracleScorer(const std::string& name) {
@@ -191,6 +258,7 @@ std::unique_ptr<Scorer> make_scorer(const ScorerConfig& c, const std::string& co
     return std::make_unique<HttpScorer>(c.url, token);
   }
   std::string dir = fs::exists(c.model) ? c.model : resolve_model_path(c.model, config_dir);
+  if (c.serve) return std::make_unique<ServedModelScorer>(dir, c.batch_size);
   return make_model_scorer(dir, c.batch_size, c.device);
 }
 

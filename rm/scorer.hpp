@@ -17,6 +17,9 @@ struct ScorerConfig {
   std::string url;         // http://host:port/get_reward of `grm serve`
   std::string token_file;  // bearer token for url, read from this file
   std::string oracle;      // built-in programmatic scorer: "story", or "word:WORD[:MAX]" (count of a word)
+  // With `model`: run it as a `grm serve` process on a free loopback port for this scorer's lifetime
+  // (started, waited for on /health, scored through HTTP, stopped), as a gold RM living beside the stage.
+  bool serve = false;
   int64_t batch_size = 32;
   std::string device = "auto";
   template <class V>
@@ -25,6 +28,7 @@ struct ScorerConfig {
     v("url", url);
     v("token_file", token_file);
     v("oracle", oracle);
+    v("serve", serve);
     v("batch_size", batch_size);
     v("device", device, Choices{"auto", "cpu", "cuda"});
   }

@@ -46,7 +46,9 @@ fs::path temp_dir(const std::string& name) {
 
 TEST(Pipeline, MiniQuickstartWritesAReportWithRealContentAndReRunsFromCache) {
   auto dir = temp_dir("mini");
-  std::string run = std::string(GRM_BINARY) + " run " + kQuickstart + mini_overrides(dir / "run");
+  // The gold RM is served over HTTP to the BoN and PPO stages, as a gold RM in its own process would be.
+  std::string run = std::string(GRM_BINARY) + " run " + kQuickstart + mini_overrides(dir / "run") +
+                    " --set gold.serve=true";
   ASSERT_EQ(shell(run + " > " + (dir / "first.log").string() + " 2>&1"), 0)
       << read_file((dir / "first.log").string());
   auto report = dir / "run/report";
@@ -76,6 +78,12 @@ TEST(Pipeline, MiniQuickstartWritesAReportWithRealContentAndReRunsFromCache) {
   auto markdown = read_file((report / "summary.md").string());
   EXPECT_NE(markdown.find("GRM"), std::string::npos);
   EXPECT_NE(markdown.find("**"), std::string::npos);  // the best accuracy is bold
+  bool served = false;
+  for (const auto& entry : fs::directory_iterator(dir / "run/stages"))
+    if (entry.path().filename().string().rfind("bon-", 0) == 0)
+      served =
+          read_file((entry.path() / "log.txt").string()).find("through a served copy") != std::string::npos;
+  EXPECT_TRUE(served) << "the bon stage did not score through a served gold RM";
   // Nothing changed: every stage is found done.
   auto start = std::chrono::steady_clock::now();
   ASSERT_EQ(shell(run + " > " + (dir / "second.log").string() + " 2>&1"), 0);

@@ -431,6 +431,20 @@ TEST(RewardServing, ServedScoresEqualInProcessScores) {
   EXPECT_LE(worst, 1e-5);
   EXPECT_GT(std::abs(local[0] - local[6]), 0.0);  // the texts do get different rewards
   server.stop();
+
+  // The same model as a child `grm serve` process that lives exactly as long as its scorer.
+  ::setenv("GRM_EXE", GRM_BINARY, 1);
+  ScorerConfig served_config;
+  served_config.model = (dir / "rm").string();
+  served_config.serve = true;
+  {
+    auto child = make_scorer(served_config);
+    auto via_child = child->score(items);
+    double worst_child = 0;
+    for (size_t i = 0; i < local.size(); ++i)
+      worst_child = std::max(worst_child, std::abs(via_child[i] - local[i]));
+    EXPECT_LE(worst_child, 1e-5);
+  }
   fs::remove_all(dir);
 }
 
