@@ -47,7 +47,7 @@ void run_eval_rm(const EvalCommand& cmd) {
     set.data = read_config<DataConfig>(data, "--map");
     config.sets["data"] = set;
   }
-  torch::set_num_threads(int(std::max(1u, std::thread::hardware_concurrency())));
+  torch::set_num_threads(default_thread_count(1));  // the pipeline's per-stage budget, via OMP_NUM_THREADS
   auto result = evaluate_reward_model(config, config_dir_of(cmd.stage));
   std::string text = result.dump(2);
   std::string output = cmd.output;

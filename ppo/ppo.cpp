@@ -589,9 +589,7 @@ PpoResult train_ppo(const PpoConfig& config, const std::string& out_dir, const s
                     int64_t stop_after_steps) {
   config.validate();
   auto& comm = Comm::world();
-  int64_t threads = config.threads > 0
-                        ? config.threads
-                        : std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()) / comm.size());
+  int64_t threads = config.threads > 0 ? config.threads : default_thread_count(comm.size());
   torch::set_num_threads(int(threads));
   std::string policy_dir = resolve_model_path(config.policy, config_dir);
   auto tokenizer = load_tokenizer(policy_dir);
