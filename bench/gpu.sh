@@ -9,9 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DGRM_CUDA=ON -DGRM_BUILD_TESTS=OFF \
-  -DCMAKE_PREFIX_PATH="$prefix" > build-cuda.log 2>&1 || { tail -30 build-cuda.log; exit 1; }
-cmake --build build-cuda -j "$(nproc)" >> build-cuda.log 2>&1 || { tail -30 build-cuda.log; exit 1; }
+# CMAKE_PREFIX_PATH from the environment is searched too (libraries outside the system paths);
+# GRM_BUILD_TESTS=ON also builds the test binary.
+cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DGRM_CUDA=ON \
+  -DGRM_BUILD_TESTS="${GRM_BUILD_TESTS:-OFF}" -DCMAKE_PREFIX_PATH="$prefix;${CMAKE_PREFIX_PATH:-}" \
+  > build-cuda.log 2>&1 || { tail -30 build-cuda.log; exit 1; }
+cmake --build build-cuda -j "$(nproc)" -- -k 0 >> build-cuda.log 2>&1 || { grep -B2 -A12 "error" build-cuda.log | head -150; exit 1; }
 
 model=${GRM_BENCH_TOKENIZER_MODEL:-tinystories-656k}
 grm_train=$(./build-cuda/grm bench train-rm --model "$model" --random-config bench/llama_768x12.json \

@@ -10,6 +10,7 @@
 
 #ifdef GRM_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <nccl.h>
@@ -103,28 +104,39 @@ Comm::Comm() {
   MPI_Comm_rank(local, &local_rank_);
   MPI_Comm_free(&local);
   log::set_rank(rank_, size_);
-#ifdef GRM_CUDA
-  if (size_ > 1 && torch::cuda::is_available()) {
-    // Rank 0 makes the NCCL id and MPI carries it to the others.
-    c10::cuda::set_device(c10::DeviceIndex(local_rank_ % torch::cuda::device_count()));
-    ncclUniqueId id;
-    if (rank_ == 0) GRM_NCCL_CHECK(ncclGetUniqueId(&id));
-    check_mpi(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast(nccl id)");
-    nccl_ = std::make_unique<Nccl>();
-    GRM_NCCL_CHECK(ncclCommInitRank(&nccl_->comm, size_, id, rank_));
-  }
-#endif
 }
+
+#ifdef GRM_CUDA
+// NCCL starts at the first collective over CUDA tensors, which every rank reaches together; a job whose
+// ranks work on the CPU (tests, small models) then runs on a GPU machine without one GPU per rank.
+Comm::Nccl& Comm::nccl() {
+  if (nccl_) return *nccl_;
+  int gpus = int(torch::cuda::device_count());
+  c10::cuda::set_device(c10::DeviceIndex(local_rank_ % gpus));
+  ncclUniqueId id;  // rank 0 makes the id, MPI carries it to the others
+  if (rank_ == 0) GRM_NCCL_CHECK(ncclGetUniqueId(&id));
+  check_mpi(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast(nccl id)");
+  auto nccl = std::make_unique<Nccl>();
+  ncclResult_t result = ncclCommInitRank(&nccl->comm, size_, id, rank_);
+  if (result != ncclSuccess)
+    fail(
+        "NCCL could not start for {} ranks ({}); NCCL needs its own GPU for each rank, and this machine has "
+        "{} GPU(s): start fewer ranks per machine, or train on the CPU (device: cpu)",
+        size_, ncclGetErrorString(result), gpus);
+  nccl_ = std::move(nccl);
+  return *nccl_;
+}
+#endif
 
 void Comm::all_reduce_sum(torch::Tensor& tensor) {
   if (size_ == 1) return;
   TORCH_CHECK(tensor.is_contiguous(), "all_reduce_sum needs a contiguous tensor");
 #ifdef GRM_CUDA
   if (tensor.is_cuda()) {
-    if (!nccl_) fail("NCCL was not initialised for CUDA tensors");
+    auto& nccl = this->nccl();
     auto stream = c10::cuda::getCurrentCUDAStream();
     GRM_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()),
-                                 nccl_->type(tensor), ncclSum, nccl_->comm, stream.stream()));
+                                 nccl.type(tensor), ncclSum, nccl.comm, stream.stream()));
     return;
   }
 #endif
@@ -145,9 +157,10 @@ void Comm::broadcast(torch::Tensor& tensor, int root) {
   TORCH_CHECK(tensor.is_contiguous(), "broadcast needs a contiguous tensor");
 #ifdef GRM_CUDA
   if (tensor.is_cuda()) {
+    auto& nccl = this->nccl();
     auto stream = c10::cuda::getCurrentCUDAStream();
     GRM_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()),
-                                 nccl_->type(tensor), root, nccl_->comm, stream.stream()));
+                                 nccl.type(tensor), root, nccl.comm, stream.stream()));
     return;
   }
 #endif

@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include <torch/torch.h>
+#include "cluster/torch.hpp"
 
 namespace grm {
 
@@ -35,6 +35,7 @@ class Comm {
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool mpi_ = false;
   struct Nccl;
+  Nccl& nccl();  // GPU builds: started on first use
   std::unique_ptr<Nccl> nccl_;
 };
 

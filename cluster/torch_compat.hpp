@@ -3,8 +3,8 @@
 #pragma once
 
 #include <ATen/autocast_mode.h>
-#include <torch/torch.h>
-#include <torch/version.h>
+
+#include "cluster/torch.hpp"
 
 #define GRM_TORCH_AT_LEAST_2_4 \
   (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))

@@ -1,5 +1,7 @@
 // `grm bench ...`: speed measurements on this machine (never timed tests). Each prints what it measured,
 // on what, and the number, so it can be quoted with the machine it ran on.
+#include <unistd.h>
+
 #include <chrono>
 #include <thread>
 
@@ -130,7 +132,7 @@ void run_bench_train_rm(const BenchTrainRm& b) {
     auto words = [&] {
       std::string text;
       while (int64_t(tokenizer->encode(text).size()) < b.tokens - 8)
-        text += " word" + std::to_string(rng() % 500);
+        for (int w = 0; w < 8; ++w) text += " word" + std::to_string(rng() % 500);
       return text;
     };
     data +=

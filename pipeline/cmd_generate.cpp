@@ -5,6 +5,7 @@
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
 #include "policy/tokenizer.hpp"
+#include "rm/train_state.hpp"
 
 namespace grm {
 namespace {
@@ -18,12 +19,14 @@ struct GenerateCommand {
   int64_t top_k = 0;
   double top_p = 1.0;
   uint64_t seed = 0;
+  std::string device = "auto";
 };
 
 void run_generate(const GenerateCommand& cmd) {
   torch::set_num_threads(1);
   std::string dir = resolve_model_path(cmd.model_dir);
   auto model = load_causal_lm(dir);
+  model->to(training_device(cmd.device));
   auto tokenizer = load_tokenizer(dir);
   std::vector<std::vector<int64_t>> prompts;
   for (const auto& text : cmd.prompts)
@@ -57,6 +60,8 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--top-k", cmd->top_k, "keep the k most likely tokens; 0 = off");
   sub->add_option("--top-p", cmd->top_p, "nucleus sampling mass; 1 = off");
   sub->add_option("--seed", cmd->seed, "random seed; the same seed reproduces the samples");
+  sub->add_option("--device", cmd->device, "auto (a GPU when there is one) | cpu | cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   sub->callback([cmd] { run_generate(*cmd); });
 }
 

@@ -5,6 +5,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <fmt/ranges.h>  // fmt::join (in fmt/format.h before fmt 11)
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>

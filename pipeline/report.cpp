@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include <fmt/ranges.h>  // fmt::join (in fmt/format.h before fmt 11)
+
 #include <nlohmann/json.hpp>
 
 #include "cluster/atomic_file.hpp"

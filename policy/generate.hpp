@@ -8,7 +8,7 @@
 #include <functional>
 #include <vector>
 
-#include <torch/torch.h>
+#include "cluster/torch.hpp"
 
 #include "policy/model.hpp"
 #include "policy/sampler.hpp"

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <limits>
 
+#include <fmt/ranges.h>  // fmt::join (in fmt/format.h before fmt 11)
+
 #include "cluster/atomic_file.hpp"
 #include "cluster/error.hpp"
 #include "policy/safetensors.hpp"

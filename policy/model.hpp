@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include "cluster/torch.hpp"
 
 #include "policy/model_config.hpp"
 

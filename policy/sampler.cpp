@@ -42,10 +42,9 @@ torch::Tensor sample_tokens(const torch::Tensor& logits, const SamplingOptions& 
 }
 
 at::Generator make_generator(uint64_t seed, const torch::Device& device) {
-  at::Generator generator = device.is_cuda()
-                                ? at::detail::getCUDAHooks().getDefaultCUDAGenerator(device.index())
-                                : at::detail::createCPUGenerator(seed);
-  if (device.is_cuda()) generator = generator.clone();
+  // A private copy of the device's default generator type, so seeding it touches no global state.
+  at::Generator generator = device.is_cuda() ? at::globalContext().defaultGenerator(device).clone()
+                                             : at::detail::createCPUGenerator(seed);
   generator.set_current_seed(seed);
   return generator;
 }

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include <torch/torch.h>
+#include "cluster/torch.hpp"
 
 namespace grm {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include "cluster/torch.hpp"
 
 #include "policy/generate.hpp"
 #include "policy/model.hpp"

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include "cluster/torch.hpp"
 
 #include "policy/tokenizer.hpp"
 

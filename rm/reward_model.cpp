@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include <fmt/ranges.h>  // fmt::join (in fmt/format.h before fmt 11)
+
 #include "cluster/atomic_file.hpp"
 #include "cluster/error.hpp"
 #include "policy/safetensors.hpp"

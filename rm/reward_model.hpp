@@ -8,7 +8,7 @@
 
 #include <string>
 
-#include <torch/torch.h>
+#include "cluster/torch.hpp"
 #include <nlohmann/json.hpp>
 
 #include "policy/model.hpp"

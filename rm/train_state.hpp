@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
+#include "cluster/torch.hpp"
 
 namespace grm {
 

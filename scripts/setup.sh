@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake ninja-build ccache pkg-config
+packages=(build-essential cmake ninja-build ccache
   libtorch-dev libopenblas0-pthread libopenmpi-dev openmpi-bin
   libboost-dev nlohmann-json3-dev libfmt-dev libgtest-dev libyaml-cpp-dev
   libsentencepiece-dev libcli11-dev libpcre2-dev zlib1g-dev gnuplot-nox)

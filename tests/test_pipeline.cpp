@@ -2,6 +2,7 @@
 // report is checked for content, a cached re-run, a run killed with SIGKILL mid-training that resumes,
 // and every bad-experiment case failing with the YAML file and line.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <signal.h>
 #include <sys/wait.h>

@@ -384,7 +384,7 @@ TEST(TrainRm, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
   auto write_config = [&](const std::string& name, int batch) {
     std::string yaml = fmt::format(
         "model: tinystories-656k\nmax_length: 40\nthreads: 1\neval_fraction: 0\nlog_every: "
-        "1\ncheckpoint_every: 0\n"
+        "1\ncheckpoint_every: 0\ndevice: cpu\n"  // MPI buckets, also on a machine with one GPU
         "data: {{path: {}}}\nrm: {{method: grm, reg: sft, alpha: 0.1, head: linear}}\n"
         "optim: {{lr: 0.0002, batch_size: {}, max_steps: 3, warmup_ratio: 0}}\n",
         (dir / "pairs.jsonl").string(), batch);
