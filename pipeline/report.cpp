@@ -418,6 +418,7 @@ struct Comparison {
   Estimate grm_value, baseline_value;
   bool beat = false, disjoint = false;
   std::string statement;
+  bool clear_win = false;  // ahead by a shown amount, and outside the baseline's interval where there is one
 };
 
 std::string format_value(double value, bool percent) {
@@ -448,10 +449,18 @@ Comparison compare(const std::string& measure, const std::string& label, bool pe
   } else {
     certainty = "no confidence interval (one seed)";
   }
-  c.statement =
-      fmt::format("{}: GRM {} the baseline — {}: {} vs {}: {} ({}); {}.", label,
-                  c.beat ? "beat" : "did not beat", describe(grm), format_estimate(grm_value, percent),
-                  describe(baseline), format_estimate(baseline_value, percent), amount, certainty);
+  // The words follow what the numbers can carry: a difference that shows as zero (0.0 points, 0.000
+  // units) is a match, and a lead inside overlapping intervals is no clear win.
+  bool rounds_to_zero = std::fabs(difference) < 0.0005;
+  bool overlapping = grm_value.has_interval() && baseline_value.has_interval() && !c.disjoint;
+  std::string verdict = rounds_to_zero ? "matched"
+                        : !c.beat      ? "did not beat"
+                        : overlapping  ? "was not clearly better than"
+                                       : "beat";
+  c.clear_win = verdict == "beat";
+  c.statement = fmt::format("{}: GRM {} the baseline — {}: {} vs {}: {} ({}); {}.", label, verdict,
+                            describe(grm), format_estimate(grm_value, percent), describe(baseline),
+                            format_estimate(baseline_value, percent), amount, certainty);
   return c;
 }
 
@@ -884,7 +893,7 @@ const char* kStyle =
 h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 9px;text-align:right}
 td:first-child,th:first-child,.stages td{text-align:left}.meta{color:#666}
-li.beat{color:#05603a}li.lost{color:#8a1c1c}figure{margin:1.5em 0}
+li.beat{color:#05603a}li.even{color:#6b5d00}li.lost{color:#8a1c1c}figure{margin:1.5em 0}
 figure svg{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#444;margin-top:.4em})";
 
 }  // namespace
@@ -972,7 +981,11 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
       "<code>{}</code> — {} of {} stages done.</p>\n<h2>Did GRM beat the baseline?</h2>\n<ul>\n",
       html_escape(run_dir), kStyle, html_escape(run_dir), n_done, data.stages.size());
   for (const auto& c : comparisons) {
-    html += fmt::format("<li class=\"{}\">{}</li>\n", c.beat ? "beat" : "lost", html_escape(c.statement));
+    html += fmt::format("<li class=\"{}\">{}</li>\n",
+                        c.clear_win ? "beat"
+                        : c.beat    ? "even"
+                                    : "lost",
+                        html_escape(c.statement));
   }
   if (comparisons.empty()) html += "<li>No verdict: see the notes.</li>\n";
   html +=

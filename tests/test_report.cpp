@@ -177,6 +177,9 @@ TEST_F(ReportTest, FullRunHasTheRightNumbersAndVerdicts) {
   EXPECT_NEAR(id["grm"]["hi"].get<double>() - 0.73, 4.303 * 0.01 / std::sqrt(3.0), 1e-6);
   EXPECT_TRUE(id["grm_beat_baseline"].get<bool>());
   EXPECT_FALSE(id["intervals_disjoint"].get<bool>());
+  EXPECT_NE(id["statement"].get<std::string>().find("GRM was not clearly better than the baseline"),
+            std::string::npos)
+      << id["statement"];
 
   const json& ood = comparison(s, "ood_accuracy");
   EXPECT_NEAR(ood["grm"]["mean"].get<double>(), 0.69, 1e-9);
