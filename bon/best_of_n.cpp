@@ -143,15 +143,8 @@ std::vector<std::string> read_prompts(const std::string& path, const std::vector
                                       int64_t limit) {
   std::vector<std::string> prompts = inline_list;
   if (!path.empty()) {
-    auto lines = read_lines(path);
-    for (size_t i = 0; i < lines.size(); ++i) {
-      if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
-      try {
-        prompts.push_back(json::parse(lines[i]).at("prompt").get<std::string>());
-      } catch (const json::exception& e) {
-        fail("{}:{}: expected {{\"id\": ..., \"prompt\": \"...\"}} ({})", path, i + 1, e.what());
-      }
-    }
+    auto from_file = read_prompt_file(path);
+    prompts.insert(prompts.end(), from_file.begin(), from_file.end());
   }
   if (limit > 0 && int64_t(prompts.size()) > limit) prompts.resize(size_t(limit));
   if (prompts.empty()) fail("no prompts: set prompts (a JSONL file) or prompt_list");

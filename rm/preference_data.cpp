@@ -234,4 +234,21 @@ std::vector<PreferencePair> read_preferences(const DataConfig& c, DataReport* re
   return pairs;
 }
 
+std::vector<std::string> read_prompt_file(const std::string& path) {
+  std::vector<std::string> prompts;
+  auto lines = read_lines(path);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+    json record = json::parse(lines[i], nullptr, false);
+    if (record.is_discarded() || !record.is_object())
+      fail("{}:{}: not a JSON object; prompt files hold one {{\"id\", \"prompt\"}} record per line", path,
+           i + 1);
+    if (!record.contains("prompt") || !record["prompt"].is_string())
+      fail("{}:{}: needs a string field 'prompt'", path, i + 1);
+    prompts.push_back(record["prompt"].get<std::string>());
+  }
+  if (prompts.empty()) fail("{}: no prompts", path);
+  return prompts;
+}
+
 }  // namespace grm

@@ -1,6 +1,7 @@
 // Best-of-N: the unbiased estimator against brute-force enumeration, the KL formula, bootstrap intervals,
 // the sampler chain on hand-worked distributions, seeded sampling, and a small end-to-end run with resume.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -109,6 +110,26 @@ TEST(Sampler, GenerationIsReproducibleBySeedAndDiffersAcrossSeeds) {
   EXPECT_EQ(a.tokens, b.tokens);
   EXPECT_NE(a.tokens, c.tokens);
   EXPECT_NE(a.tokens[0], a.tokens[1]);  // rows of one batch are different draws
+}
+
+TEST(BestOfN, PromptsAreTheInlineListThenTheFileUpToTheLimit) {
+  auto path =
+      (fs::temp_directory_path() / ("grm_bon_prompts_" + std::to_string(::getpid()) + ".jsonl")).string();
+  write_file_atomic(path,
+                    "{\"id\": 1, \"prompt\": \"one\"}\n\n{\"id\": 2, \"prompt\": \"two\"}\n"
+                    "{\"id\": 3, \"prompt\": \"three\"}\n");
+  EXPECT_EQ(read_prompts(path, {"inline"}, 3), (std::vector<std::string>{"inline", "one", "two"}));
+  EXPECT_EQ(read_prompts(path, {}, 0), (std::vector<std::string>{"one", "two", "three"}));
+  write_file_atomic(path, "{\"id\": 1, \"prompt\": \"one\"}\n{\"id\": 2}\n");
+  try {
+    read_prompts(path, {}, 0);
+    ADD_FAILURE() << "a record without a prompt was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ":2: needs a string field 'prompt'"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(read_prompts("", {}, 0), Error);
+  fs::remove(path);
 }
 
 TEST(BestOfN, EndToEndCurvesAndResumedSampling) {
