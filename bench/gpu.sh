@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark, grm against the Python peer (Hugging Face transformers + torch) on the same work, in one
 # run on one GPU (issue: "GPU speed"). Builds grm against the pip torch's CUDA LibTorch, runs both, prints
-# both and their ratio. Prepared on a CPU machine; it has not been run on a GPU yet.
+# both and their ratio. Last run: one H100, 2026-11-26 (numbers in the README, "On a GPU").
 #   reward-model training step: Llama hidden 768, 12 layers, 12 heads, intermediate 2048, vocab 32000,
 #     8 pairs x 512 tokens, bf16 autocast, AdamW, loss = BT + 0.01 * SFT  -> tokens/s and model TFLOP/s
 #   sampling: 64 prompts x 64 tokens, 128 new tokens, temperature 1       -> generated tokens/s
