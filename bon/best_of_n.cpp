@@ -73,7 +73,7 @@ std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<st
   auto tokenizer = load_tokenizer(model_dir);
   GenerateOptions options;
   options.max_new_tokens = c.max_new_tokens;
-  options.sampling = {c.temperature, c.top_k, c.top_p};
+  options.sampling = c.sampling;
   options.eos_ids = model->config().eos_ids;
   if (options.eos_ids.empty() && tokenizer->eos_id) options.eos_ids = {*tokenizer->eos_id};
   options.pad_id = tokenizer->pad_id.value_or(0);

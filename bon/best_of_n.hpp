@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cluster/config.hpp"
+#include "policy/sampling_options.hpp"
 #include "rm/scorer.hpp"
 
 namespace grm {
@@ -22,9 +23,7 @@ struct BonConfig {
   int64_t n_prompts = 64;                // first n of the file (0: all)
   int64_t n_max = 256;
   int64_t max_new_tokens = 48;
-  double temperature = 1.0;
-  int64_t top_k = 0;
-  double top_p = 1.0;
+  SamplingOptions sampling;  // keys temperature, top_k, top_p
   uint64_t seed = 0;
   std::string samples_from;                     // reuse this samples.jsonl instead of sampling
   std::map<std::string, ScorerConfig> proxies;  // name -> scorer
@@ -40,9 +39,7 @@ struct BonConfig {
     v("n_prompts", n_prompts);
     v("n_max", n_max);
     v("max_new_tokens", max_new_tokens);
-    v("temperature", temperature);
-    v("top_k", top_k);
-    v("top_p", top_p);
+    sampling.visit_keys(v);
     v("seed", seed);
     v("samples_from", samples_from);
     v("proxies", proxies);

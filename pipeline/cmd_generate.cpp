@@ -15,9 +15,7 @@ struct GenerateCommand {
   std::vector<std::string> prompts;
   int64_t n = 1;
   int64_t max_new_tokens = 64;
-  double temperature = 1.0;
-  int64_t top_k = 0;
-  double top_p = 1.0;
+  SamplingOptions sampling;
   uint64_t seed = 0;
   std::string device = "auto";
 };
@@ -33,7 +31,7 @@ void run_generate(const GenerateCommand& cmd) {
     for (int64_t i = 0; i < cmd.n; ++i) prompts.push_back(tokenizer->encode(text));
   GenerateOptions options;
   options.max_new_tokens = cmd.max_new_tokens;
-  options.sampling = {cmd.temperature, cmd.top_k, cmd.top_p};
+  options.sampling = cmd.sampling;
   options.seed = cmd.seed;
   options.eos_ids = model->config().eos_ids;
   if (tokenizer->eos_id && options.eos_ids.empty()) options.eos_ids = {*tokenizer->eos_id};
@@ -56,9 +54,9 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--prompt", cmd->prompts, "prompt text (repeatable)")->required();
   sub->add_option("--n", cmd->n, "samples per prompt");
   sub->add_option("--max-new-tokens", cmd->max_new_tokens, "tokens to generate at most");
-  sub->add_option("--temperature", cmd->temperature, "sampling temperature; 0 = greedy");
-  sub->add_option("--top-k", cmd->top_k, "keep the k most likely tokens; 0 = off");
-  sub->add_option("--top-p", cmd->top_p, "nucleus sampling mass; 1 = off");
+  sub->add_option("--temperature", cmd->sampling.temperature, "sampling temperature; 0 = greedy");
+  sub->add_option("--top-k", cmd->sampling.top_k, "keep the k most likely tokens; 0 = off");
+  sub->add_option("--top-p", cmd->sampling.top_p, "nucleus sampling mass; 1 = off");
   sub->add_option("--seed", cmd->seed, "random seed; the same seed reproduces the samples");
   sub->add_option("--device", cmd->device, "auto (a GPU when there is one) | cpu | cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

@@ -138,7 +138,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
     samples.n_prompts = base.bon.n_prompts;
     samples.n_max = base.bon.n_max;
     samples.max_new_tokens = base.bon.max_new_tokens;
-    samples.temperature = base.bon.temperature;
+    samples.sampling.temperature = base.bon.temperature;
     samples.seed = base.world.seed;
     std::string samples_id =
         add_stage(stages, stage("bon_samples", "bon", to_yaml(samples), {world_id}, 1, cores));

@@ -6,14 +6,9 @@
 #include <cstdint>
 
 #include "cluster/torch.hpp"
+#include "policy/sampling_options.hpp"
 
 namespace grm {
-
-struct SamplingOptions {
-  double temperature = 1.0;  // <= 0 means greedy
-  int64_t top_k = 0;         // 0: off
-  double top_p = 1.0;        // 1: off
-};
 
 torch::Tensor apply_temperature(const torch::Tensor& logits, double temperature);  // (B, V) -> (B, V)
 torch::Tensor apply_top_k(const torch::Tensor& logits, int64_t top_k);             // masks all but the k best

@@ -49,7 +49,8 @@ void PpoConfig::validate() const {
   if (!(clip > 0) || !(value_clip > 0))
     fail("clip and value_clip must be positive, got {} and {}", clip, value_clip);
   // PPO's ratio needs the probabilities the tokens were drawn with; greedy decoding has none.
-  if (!(temperature > 0)) fail("temperature must be positive for PPO rollouts, got {}", temperature);
+  if (!(sampling.temperature > 0))
+    fail("temperature must be positive for PPO rollouts, got {}", sampling.temperature);
   if (kl.target > 0 && !(kl.horizon > 0)) fail("kl.horizon must be positive with an adaptive kl.target");
   if (critic.init == "rm" && proxy.model.empty())
     fail("critic.init: rm starts the critic from the proxy reward model, so proxy.model must name one");
@@ -271,7 +272,7 @@ class PpoTrainer {
   GenerateOptions generate_options(uint64_t seed) const {
     GenerateOptions options;
     options.max_new_tokens = c_.max_new_tokens;
-    options.sampling = {c_.temperature, c_.top_k, c_.top_p};
+    options.sampling = c_.sampling;
     options.eos_ids = actor_->config().eos_ids;
     if (options.eos_ids.empty() && tokenizer_.eos_id) options.eos_ids = {*tokenizer_.eos_id};
     options.pad_id = tokenizer_.pad_id.value_or(0);
@@ -316,7 +317,7 @@ class PpoTrainer {
   }
   torch::Tensor logprobs(CausalLM& model, const Rollout& rollout) const {
     return by_chunks(rollout, [&](const Rollout& part) {
-      return response_token_scores(model, part, c_.temperature).logprobs;
+      return response_token_scores(model, part, c_.sampling.temperature).logprobs;
     });
   }
 
@@ -379,7 +380,7 @@ class PpoTrainer {
         auto index = torch::tensor(rows, torch::kInt64).to(device_);
         auto part = select_rows(rollout, index);
         auto part_mask = mask.index_select(0, index);
-        auto scores_now = response_token_scores(actor_, part, c_.temperature, /*want_entropy=*/true);
+        auto scores_now = response_token_scores(actor_, part, c_.sampling.temperature, /*want_entropy=*/true);
         auto values = response_values(critic_, part);
         auto part_old_logp = old_logp.index_select(0, index);
         auto policy_loss = clipped_policy_loss(scores_now.logprobs, part_old_logp,

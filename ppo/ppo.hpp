@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "cluster/config.hpp"
+#include "policy/sampling_options.hpp"
 #include "rm/scorer.hpp"
 #include "rm/train_rm.hpp"
 
@@ -105,9 +106,7 @@ struct PpoConfig {
   std::string lr_schedule = "constant";  // constant | cosine (over all optimizer updates)
   double max_grad_norm = 1.0;            // per model; 0: no clipping
   int64_t max_new_tokens = 48;
-  double temperature = 1.0;
-  int64_t top_k = 0;
-  double top_p = 1.0;
+  SamplingOptions sampling;  // keys temperature, top_k, top_p
   int64_t steps = 100;
   int64_t eval_every = 10;
   int64_t n_eval_prompts = 64;
@@ -148,9 +147,7 @@ struct PpoConfig {
     v("lr_schedule", lr_schedule, Choices{"constant", "cosine"});
     v("max_grad_norm", max_grad_norm);
     v("max_new_tokens", max_new_tokens);
-    v("temperature", temperature);
-    v("top_k", top_k);
-    v("top_p", top_p);
+    sampling.visit_keys(v);
     v("steps", steps);
     v("eval_every", eval_every);
     v("n_eval_prompts", n_eval_prompts);

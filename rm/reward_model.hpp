@@ -8,8 +8,8 @@
 
 #include <string>
 
-#include "cluster/torch.hpp"
 #include <nlohmann/json.hpp>
+#include "cluster/torch.hpp"
 
 #include "policy/model.hpp"
 
