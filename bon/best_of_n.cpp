@@ -7,13 +7,14 @@
 #include <nlohmann/json.hpp>
 
 #include "bon/estimator.hpp"
-#include "cluster/atomic_file.hpp"
 #include "cluster/comm.hpp"
-#include "cluster/error.hpp"
-#include "cluster/log.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/text_io.hpp"
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
-#include "policy/tokenizer.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 #include "rm/preference_data.hpp"
 
 namespace grm {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/config.hpp"
+#include "core/config.hpp"
 #include "policy/sampling_options.hpp"
 #include "rm/scorer.hpp"
 

@@ -5,7 +5,7 @@
 #include <numeric>
 #include <random>
 
-#include "cluster/error.hpp"
+#include "core/error.hpp"
 
 namespace grm {
 

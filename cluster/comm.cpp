@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <thread>
 
-#include "cluster/error.hpp"
-#include "cluster/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 
 #ifdef GRM_CUDA
 #include <ATen/cuda/CUDAContext.h>

@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 namespace grm {
 

@@ -13,7 +13,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "cluster/error.hpp"
+#include "core/error.hpp"
 
 extern char** environ;
 

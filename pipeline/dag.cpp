@@ -19,9 +19,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cluster/atomic_file.hpp"
-#include "cluster/config.hpp"
-#include "cluster/error.hpp"
+#include "core/atomic_file.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
 
 namespace grm {
 

@@ -4,7 +4,7 @@
 #include <thread>
 
 #include "bon/best_of_n.hpp"
-#include "cluster/error.hpp"
+#include "core/error.hpp"
 #include "policy/model_path.hpp"
 #include "ppo/ppo.hpp"
 #include "rm/eval_rm.hpp"

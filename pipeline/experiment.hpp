@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "cluster/config.hpp"
+#include "core/config.hpp"
 #include "pipeline/dag.hpp"
 #include "pipeline/sweep.hpp"
-#include "pipeline/world.hpp"
+#include "pipeline/world/world.hpp"
 #include "ppo/ppo.hpp"
 #include "rm/train_rm.hpp"
 

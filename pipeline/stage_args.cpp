@@ -1,6 +1,6 @@
 #include "pipeline/stage_args.hpp"
 
-#include "cluster/error.hpp"
+#include "core/error.hpp"
 
 namespace grm {
 

@@ -11,8 +11,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include "cluster/atomic_file.hpp"
-#include "cluster/config.hpp"
+#include "core/atomic_file.hpp"
+#include "core/config.hpp"
 
 namespace grm {
 

@@ -23,7 +23,7 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "cluster/config.hpp"
+#include "core/config.hpp"
 
 namespace grm {
 

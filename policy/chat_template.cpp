@@ -7,9 +7,9 @@
 #include <optional>
 #include <sstream>
 
-#include "cluster/error.hpp"
-#include "policy/tokenizer.hpp"
-#include "policy/tokenizer_loaders.hpp"
+#include "core/error.hpp"
+#include "core/text_io.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 
 namespace grm {
 namespace {

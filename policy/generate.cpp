@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "cluster/error.hpp"
+#include "core/error.hpp"
 
 namespace grm {
 namespace {

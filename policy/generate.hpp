@@ -8,11 +8,11 @@
 #include <functional>
 #include <vector>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 #include "policy/model.hpp"
 #include "policy/sampler.hpp"
-#include "policy/tokenizer.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 
 namespace grm {
 

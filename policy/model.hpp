@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 #include "policy/model_config.hpp"
 

@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "cluster/error.hpp"
+#include "core/error.hpp"
 
 namespace grm {
 namespace {

@@ -5,7 +5,7 @@
 #include <sstream>
 #include <vector>
 
-#include "cluster/error.hpp"
+#include "core/error.hpp"
 
 namespace grm {
 

@@ -12,8 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cluster/atomic_file.hpp"
-#include "cluster/error.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
 
 namespace grm {
 namespace {

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 namespace grm {
 

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 #include "policy/sampling_options.hpp"
 
 namespace grm {

@@ -8,12 +8,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cluster/atomic_file.hpp"
 #include "cluster/comm.hpp"
-#include "cluster/error.hpp"
-#include "cluster/log.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/text_io.hpp"
 #include "policy/model_path.hpp"
-#include "policy/tokenizer.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 #include "ppo/ppo_math.hpp"
 #include "ppo/rollout.hpp"
 #include "rm/preference_data.hpp"

@@ -34,7 +34,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/config.hpp"
+#include "core/config.hpp"
 #include "policy/sampling_options.hpp"
 #include "rm/scorer.hpp"
 #include "rm/train_rm.hpp"

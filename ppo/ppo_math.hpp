@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 namespace grm {
 

@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 #include "policy/generate.hpp"
 #include "policy/model.hpp"
-#include "policy/tokenizer.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 #include "rm/reward_model.hpp"
 #include "rm/scorer.hpp"
 

@@ -1,7 +1,7 @@
 #include "rm/eval_rm.hpp"
 
-#include "cluster/error.hpp"
-#include "cluster/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 
 namespace grm {
 

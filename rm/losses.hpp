@@ -3,7 +3,7 @@
 // see policy/model.hpp response_logprobs). Each returns a scalar mean over the batch.
 #pragma once
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 namespace grm {
 

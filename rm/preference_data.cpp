@@ -1,14 +1,13 @@
 #include "rm/preference_data.hpp"
 
-#include <zlib.h>
-
 #include <cerrno>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
 
-#include "cluster/error.hpp"
-#include "cluster/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/text_io.hpp"
 
 namespace grm {
 namespace {
@@ -168,33 +167,6 @@ bool parse_record(const json& record, const DataConfig& c, const std::string& fo
 }
 
 }  // namespace
-
-std::vector<std::string> read_lines(const std::string& path) {
-  gzFile file = gzopen(path.c_str(), "rb");  // reads plain files unchanged
-  if (!file) fail("{}: cannot open ({})", path, std::strerror(errno));
-  std::vector<std::string> lines;
-  std::string current;
-  char buffer[1 << 16];
-  int n = 0;
-  while ((n = gzread(file, buffer, sizeof(buffer))) > 0) {
-    for (int i = 0; i < n; ++i) {
-      if (buffer[i] == '\n') {
-        lines.push_back(std::move(current));
-        current.clear();
-      } else {
-        current.push_back(buffer[i]);
-      }
-    }
-  }
-  int error = 0;
-  const char* message = gzerror(file, &error);
-  bool failed = n < 0 || (error != Z_OK && error != Z_STREAM_END);
-  std::string reason = failed ? message : "";
-  gzclose(file);
-  if (failed) fail("{}: read error ({}); is the file truncated or not gzip?", path, reason);
-  if (!current.empty()) lines.push_back(std::move(current));
-  return lines;
-}
 
 std::vector<PreferencePair> read_preferences(const DataConfig& c, DataReport* report_out) {
   if (c.path.empty()) fail("data.path is empty: name a JSONL preference file");

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/config.hpp"
+#include "core/config.hpp"
 
 namespace grm {
 
@@ -74,8 +74,6 @@ struct DataReport {
 
 // The format `auto` resolves to for this record (or an error naming the line).
 std::vector<PreferencePair> read_preferences(const DataConfig& config, DataReport* report = nullptr);
-// Reads every line of a text file, transparently gunzipping *.gz.
-std::vector<std::string> read_lines(const std::string& path);
 // The prompts of a prompt file (BoN, PPO): one {"id", "prompt"} JSON record per line, blank lines skipped;
 // anything else malformed, or a file without prompts, is an error naming the file and line.
 std::vector<std::string> read_prompt_file(const std::string& path);

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
-#include "policy/tokenizer.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 
 namespace grm {
 

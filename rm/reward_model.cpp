@@ -4,8 +4,8 @@
 
 #include <fmt/ranges.h>  // fmt::join (in fmt/format.h before fmt 11)
 
-#include "cluster/atomic_file.hpp"
-#include "cluster/error.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
 #include "policy/safetensors.hpp"
 
 namespace grm {

@@ -9,7 +9,7 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 #include "policy/model.hpp"
 

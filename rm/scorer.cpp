@@ -16,14 +16,15 @@
 #include <numeric>
 #include <thread>
 
-#include "cluster/atomic_file.hpp"
-#include "cluster/error.hpp"
 #include "cluster/launcher.hpp"
-#include "cluster/log.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "policy/model_path.hpp"
-#include "policy/tokenizer.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 #include "rm/reward_data.hpp"
 #include "rm/reward_model.hpp"
+#include "rm/serve/client.hpp"
 #include "rm/story_oracle.hpp"
 
 namespace grm {
@@ -134,21 +135,26 @@ double count_word(const std::string& text, const std::string& word, int64_t cap)
 }
 
 // "story" (rm/story_oracle.hpp) or "word:WORD[:MAX]" (count_word, MAX 5 by default).
-// A reward model served by a child `grm serve` process for as long as this scorer lives. The executable is
-// $GRM_EXE when set (tests), else this process's own.
+ServedRmCommand& registered_served_rm_command() {
+  static ServedRmCommand command;
+  return command;
+}
+
+// A reward model served by a child process (the registered ServedRmCommand) for as long as this scorer lives.
 class ServedModelScorer : public Scorer {
  public:
   ServedModelScorer(const std::string& directory, int64_t batch_size) {
+    const ServedRmCommand& command = registered_served_rm_command();
+    if (!command)
+      fail(
+          "serve: true needs a program that can serve reward models (this one registered no serve command); "
+          "score in-process instead (serve: false)");
     int port = free_loopback_port();
-    std::string exe =
-        std::getenv("GRM_EXE") ? std::getenv("GRM_EXE") : fs::read_symlink("/proc/self/exe").string();
     log_ = (fs::temp_directory_path() / fmt::format("grm_serve_{}_{}.log", ::getpid(), port)).string();
     SpawnOptions options;
     options.log_path = log_;
     options.detach_from_mpi_job = true;
-    pid_ = spawn_process({exe, "serve", "--model", directory, "--port", std::to_string(port), "--max-batch",
-                          std::to_string(std::max<int64_t>(1, batch_size))},
-                         options);
+    pid_ = spawn_process(command(directory, port, std::max<int64_t>(1, batch_size)), options);
     client_ = std::make_unique<RewardClient>(fmt::format("http://127.0.0.1:{}/get_reward", port));
     for (int attempt = 0; !client_->healthy(); ++attempt) {
       if (auto status = poll_process(pid_)) {
@@ -236,6 +242,10 @@ double combine_ensemble(const std::vector<double>& values, const std::string& co
     return mean - lambda * std::sqrt(var / double(values.size()));
   }
   fail("ensemble combine '{}' is not known (mean, min, mean_minus_std)", combine);
+}
+
+void set_served_rm_command(ServedRmCommand command) {
+  registered_served_rm_command() = std::move(command);
 }
 
 std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size,

@@ -3,12 +3,13 @@
 // (`url`), or a built-in programmatic oracle. Used for evaluation, labelling, Best-of-N and PPO.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "cluster/config.hpp"
-#include "rm/reward_server.hpp"
+#include "core/config.hpp"
+#include "rm/serve/score_item.hpp"
 
 namespace grm {
 
@@ -33,6 +34,14 @@ struct ScorerConfig {
     v("device", device, Choices{"auto", "cpu", "cuda"});
   }
 };
+
+// The command line that starts a reward server for model_dir on a loopback port, scoring at most
+// max_batch items per call: what `serve: true` runs for the scorer's lifetime. The CLI registers it
+// (served_rm_command in pipeline/cli/commands.hpp), because only the CLI knows how its `serve` subcommand and
+// flags are spelled; rm/ never names them.
+using ServedRmCommand =
+    std::function<std::vector<std::string>(const std::string& model_dir, int port, int64_t max_batch)>;
+void set_served_rm_command(ServedRmCommand command);
 
 class Scorer {
  public:

@@ -6,13 +6,13 @@
 #include <filesystem>
 #include <thread>
 
-#include "cluster/atomic_file.hpp"
 #include "cluster/comm.hpp"
-#include "cluster/error.hpp"
-#include "cluster/log.hpp"
-#include "cluster/torch_compat.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/torch_compat.hpp"
 #include "policy/model_path.hpp"
-#include "policy/tokenizer.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 #include "rm/losses.hpp"
 #include "rm/reward_data.hpp"
 #include "rm/reward_model.hpp"

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/config.hpp"
+#include "core/config.hpp"
 #include "rm/preference_data.hpp"
 
 namespace grm {

@@ -6,9 +6,9 @@
 #include <numeric>
 #include <random>
 
-#include "cluster/atomic_file.hpp"
 #include "cluster/comm.hpp"
-#include "cluster/error.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
 #include "policy/safetensors.hpp"
 
 namespace grm {

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "cluster/torch.hpp"
+#include "core/torch.hpp"
 
 namespace grm {
 

@@ -1,12 +1,14 @@
-// Where the tests find reference material: $GRM_SHARED, else ../shared beside the source root.
-// A missing fixture is a failure (the helpers throw), never a skip.
+// What every test suite shares: where reference material is ($GRM_SHARED, else ../shared beside the
+// source root; a missing fixture is a failure, never a skip) and a fresh temporary directory per test.
 #pragma once
+
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 
-#include "cluster/error.hpp"
+#include "core/error.hpp"
 
 inline std::string shared_root() {
   if (const char* env = std::getenv("GRM_SHARED"); env && *env) return env;
@@ -18,4 +20,13 @@ inline std::string shared_path(const std::string& relative) {
   if (!std::filesystem::exists(path))
     grm::fail("fixture missing: {} (set GRM_SHARED to the fixture root)", path);
   return path;
+}
+
+// A fresh, empty directory for one test: $TMPDIR/grm_test_NAME_PID (ctest runs each test in its own
+// process, so the pid keeps parallel tests apart); whatever a killed earlier run left there is removed.
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("grm_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
 }

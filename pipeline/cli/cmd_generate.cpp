@@ -1,0 +1,66 @@
+#include <CLI/CLI.hpp>
+
+#include "core/log.hpp"
+#include "pipeline/cli/commands.hpp"
+#include "policy/generate.hpp"
+#include "policy/model_path.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
+#include "rm/train_state.hpp"
+
+namespace grm {
+namespace {
+
+struct GenerateCommand {
+  std::string model_dir;
+  std::vector<std::string> prompts;
+  int64_t n = 1;
+  int64_t max_new_tokens = 64;
+  SamplingOptions sampling;
+  uint64_t seed = 0;
+  std::string device = "auto";
+};
+
+void run_generate(const GenerateCommand& cmd) {
+  torch::set_num_threads(1);
+  std::string dir = resolve_model_path(cmd.model_dir);
+  auto model = load_causal_lm(dir);
+  model->to(training_device(cmd.device));
+  auto tokenizer = load_tokenizer(dir);
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& text : cmd.prompts)
+    for (int64_t i = 0; i < cmd.n; ++i) prompts.push_back(tokenizer->encode(text));
+  GenerateOptions options;
+  options.max_new_tokens = cmd.max_new_tokens;
+  options.sampling = cmd.sampling;
+  options.seed = cmd.seed;
+  options.eos_ids = model->config().eos_ids;
+  if (tokenizer->eos_id && options.eos_ids.empty()) options.eos_ids = {*tokenizer->eos_id};
+  if (tokenizer->pad_id) options.pad_id = *tokenizer->pad_id;
+  auto out = generate(model, prompts, options);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::string text = tokenizer->decode(out.tokens[i]);
+    std::printf("[%zu] %s%s\n", i, cmd.prompts[i / size_t(cmd.n)].c_str(), text.c_str());
+  }
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto cmd = std::make_shared<GenerateCommand>();
+  auto* sub =
+      app.add_subcommand("generate", "Sample continuations from a causal LM (Hugging Face directory)");
+  sub->add_option("--model", cmd->model_dir, "model directory (config.json, safetensors, tokenizer)")
+      ->required();
+  sub->add_option("--prompt", cmd->prompts, "prompt text (repeatable)")->required();
+  sub->add_option("--n", cmd->n, "samples per prompt");
+  sub->add_option("--max-new-tokens", cmd->max_new_tokens, "tokens to generate at most");
+  sub->add_option("--temperature", cmd->sampling.temperature, "sampling temperature; 0 = greedy");
+  sub->add_option("--top-k", cmd->sampling.top_k, "keep the k most likely tokens; 0 = off");
+  sub->add_option("--top-p", cmd->sampling.top_p, "nucleus sampling mass; 1 = off");
+  sub->add_option("--seed", cmd->seed, "random seed; the same seed reproduces the samples");
+  sub->add_option("--device", cmd->device, "auto (a GPU when there is one) | cpu | cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  sub->callback([cmd] { run_generate(*cmd); });
+}
+
+}  // namespace grm

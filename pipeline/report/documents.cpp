@@ -1,0 +1,325 @@
+// Documents: the report's summary.md, summary.json and self-contained index.html, and build_report.
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "core/atomic_file.hpp"
+#include "pipeline/report/report_parts.hpp"
+
+namespace grm {
+namespace report {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string html_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+std::string base64(const std::string& bytes) {
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    std::uint32_t chunk = static_cast<unsigned char>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) chunk |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) chunk |= static_cast<unsigned char>(bytes[i + 2]);
+    out += alphabet[(chunk >> 18) & 63];
+    out += alphabet[(chunk >> 12) & 63];
+    out += i + 1 < bytes.size() ? alphabet[(chunk >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? alphabet[chunk & 63] : '=';
+  }
+  return out;
+}
+
+void replace_all(std::string& text, const std::string& from, const std::string& to) {
+  for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+}
+
+// An SVG file as an element to inline in HTML: without its XML prolog, its ids prefixed so that the
+// figures' gnuplot-generated ids (gpPt0, ...) do not collide within one page.
+std::string inline_svg(std::string svg, const std::string& prefix) {
+  std::size_t start = svg.find("<svg");
+  if (start != std::string::npos) svg.erase(0, start);
+  for (const char* quote : {"'", "\""}) {
+    replace_all(svg, std::string("id=") + quote, std::string("id=") + quote + prefix);
+    replace_all(svg, std::string("href=") + quote + "#", std::string("href=") + quote + "#" + prefix);
+  }
+  replace_all(svg, "url(#", "url(#" + prefix);
+  return svg;
+}
+
+struct AccuracyTable {
+  std::vector<std::string> columns;  // eval sets, then "OOD mean" when there are OOD sets
+  struct Row {
+    Setting setting;
+    int seeds = 0;
+    std::vector<std::optional<Estimate>> cells;
+  };
+  std::vector<Row> rows;
+  std::vector<double> best;  // per column, the highest mean
+};
+
+// The paper's Table 1: every setting at its method's largest training set (so α variants show).
+AccuracyTable accuracy_table(const RunData& data, const Analysis& analysis) {
+  AccuracyTable table;
+  table.columns = analysis.set_names();
+  if (analysis.n_ood() > 0) table.columns.push_back("OOD mean");
+  table.best.assign(table.columns.size(), -INFINITY);
+  for (const auto& method : data.methods) {
+    for (const auto& setting : analysis.settings(method)) {
+      if (setting.size != analysis.main(method).size) continue;
+      auto runs = runs_at(data.evals, setting);
+      if (runs.empty()) continue;
+      AccuracyTable::Row row{setting, static_cast<int>(runs.size()), {}};
+      for (const auto& set : analysis.set_names()) row.cells.push_back(analysis.accuracy(setting, set));
+      if (analysis.n_ood() > 0) row.cells.push_back(analysis.ood_accuracy(setting));
+      for (std::size_t c = 0; c < row.cells.size(); ++c) {
+        if (row.cells[c]) table.best[c] = std::max(table.best[c], row.cells[c]->mean);
+      }
+      table.rows.push_back(std::move(row));
+    }
+  }
+  return table;
+}
+
+std::string table_markdown(const AccuracyTable& table) {
+  if (table.rows.empty()) return "";
+  std::string text = "| method | α | size | seeds |";
+  for (const auto& column : table.columns) text += " " + column + " |";
+  text += "\n|---|---|---|---|";
+  for (std::size_t c = 0; c < table.columns.size(); ++c) text += "---|";
+  text += "\n";
+  for (const auto& row : table.rows) {
+    text += fmt::format("| {} | {} | {} | {} |", row.setting.method, row.setting.alpha, row.setting.size,
+                        row.seeds);
+    for (std::size_t c = 0; c < row.cells.size(); ++c) {
+      if (!row.cells[c]) {
+        text += " – |";
+        continue;
+      }
+      std::string cell = format_estimate(*row.cells[c], true);
+      text += row.cells[c]->mean == table.best[c] ? " **" + cell + "** |" : " " + cell + " |";
+    }
+    text += "\n";
+  }
+  return text;
+}
+
+std::string table_html(const AccuracyTable& table) {
+  if (table.rows.empty()) return "<p>No evaluation results.</p>\n";
+  std::string text = "<table>\n<tr><th>method</th><th>α</th><th>size</th><th>seeds</th>";
+  for (const auto& column : table.columns) text += "<th>" + html_escape(column) + "</th>";
+  text += "</tr>\n";
+  for (const auto& row : table.rows) {
+    text += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>", html_escape(row.setting.method),
+                        html_escape(row.setting.alpha), html_escape(row.setting.size), row.seeds);
+    for (std::size_t c = 0; c < row.cells.size(); ++c) {
+      if (!row.cells[c]) {
+        text += "<td>–</td>";
+        continue;
+      }
+      std::string cell = html_escape(format_estimate(*row.cells[c], true));
+      text += row.cells[c]->mean == table.best[c] ? "<td><b>" + cell + "</b></td>" : "<td>" + cell + "</td>";
+    }
+    text += "</tr>\n";
+  }
+  return text + "</table>\n";
+}
+
+json estimate_json(const Estimate& value) {
+  auto number = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
+  return {{"mean", number(value.mean)}, {"lo", number(value.lo)}, {"hi", number(value.hi)}, {"n", value.n}};
+}
+
+json setting_json(const Setting& setting) {
+  return {{"method", setting.method}, {"alpha", setting.alpha}, {"size", setting.size}};
+}
+
+json curves_json(const std::vector<CurveRun>& runs, const RunData& data, const Analysis& analysis) {
+  json curves = json::object();
+  for (const auto& method : data.methods) {
+    auto curve = analysis.curve(runs, analysis.main(method));
+    if (!curve) continue;
+    json points = json::array();
+    for (std::size_t i = 0; i < curve->gold.size(); ++i) {
+      points.push_back({{"kl", curve->gold[i].x},
+                        {"proxy", curve->proxy[i].y},
+                        {"gold", curve->gold[i].y},
+                        {"gold_lo", curve->gold[i].lo},
+                        {"gold_hi", curve->gold[i].hi}});
+    }
+    curves[method] = {{"setting", setting_json(analysis.main(method))},
+                      {"final_gold", estimate_json(curve->final_gold)},
+                      {"peak_gold", estimate_json(curve->peak_gold)},
+                      {"points", points}};
+  }
+  return curves;
+}
+
+const char* kStyle =
+    R"(body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 9px;text-align:right}
+td:first-child,th:first-child,.stages td{text-align:left}.meta{color:#666}
+li.beat{color:#05603a}li.even{color:#6b5d00}li.lost{color:#8a1c1c}figure{margin:1.5em 0}
+figure svg{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#444;margin-top:.4em})";
+
+}  // namespace
+}  // namespace report
+
+std::string build_report(const std::string& run_dir, const ReportOptions& options) {
+  using namespace report;
+  RunData data = load_run(run_dir);
+  Analysis analysis(data, options);
+  std::vector<std::string> notes = data.notes;
+  std::vector<Comparison> comparisons = compare_methods(data, analysis, options, notes);
+  AccuracyTable table = accuracy_table(data, analysis);
+
+  std::string report_dir = run_dir + "/report";
+  std::string plot_dir = report_dir + "/plots";
+  fs::create_directories(plot_dir);
+  std::vector<std::pair<Figure, RenderedFigure>> figures;
+  for (const auto& figure : build_figures(data, analysis)) {
+    figures.emplace_back(figure, render_figure(figure, plot_dir));
+  }
+
+  std::string verdict;
+  for (const auto& comparison : comparisons) verdict += "- " + comparison.statement + "\n";
+  if (verdict.empty()) verdict = "- No verdict: see the notes.\n";
+  std::string main_settings;
+  for (const auto& method : data.methods) main_settings += "- " + describe(analysis.main(method)) + "\n";
+
+  std::size_t n_done =
+      std::count_if(data.stages.begin(), data.stages.end(), [](const StageRecord& s) { return s.done; });
+  std::string markdown =
+      fmt::format("# Reward over-optimization report\n\nRun: `{}` — {} of {} stages done.\n\n", run_dir,
+                  n_done, data.stages.size());
+  markdown += "## Did GRM beat the baseline?\n\n" + verdict;
+  markdown +=
+      "\nEach method is compared at its main setting (largest training set; best-ID α):\n\n" + main_settings;
+  if (!table.rows.empty())
+    markdown += "\n## Accuracy (Table 1)\n\nMean ± 95% interval over seeds; best in bold.\n\n" +
+                table_markdown(table);
+  if (!figures.empty()) markdown += "\n## Figures\n\n";
+  for (const auto& [figure, files] : figures) {
+    markdown += fmt::format("- [{}](plots/{}.png) ([SVG](plots/{}.svg)): {}\n", figure.name, figure.name,
+                            figure.name, figure.caption);
+  }
+  if (!notes.empty()) markdown += "\n## Notes\n\n";
+  for (const auto& note : notes) markdown += "- " + note + "\n";
+
+  json summary;
+  summary["run_dir"] = run_dir;
+  summary["stages"] = {{"total", data.stages.size()}, {"done", n_done}};
+  summary["baseline"] = options.baseline;
+  summary["methods"] = data.methods;
+  summary["main_settings"] = json::object();
+  for (const auto& method : data.methods)
+    summary["main_settings"][method] = setting_json(analysis.main(method));
+  summary["accuracy"] = json::array();
+  for (const auto& row : table.rows) {
+    json sets = json::object();
+    for (std::size_t c = 0; c < row.cells.size(); ++c) {
+      if (row.cells[c])
+        sets[c < analysis.set_names().size() ? table.columns[c] : "ood_mean"] = estimate_json(*row.cells[c]);
+    }
+    summary["accuracy"].push_back(
+        {{"setting", setting_json(row.setting)}, {"seeds", row.seeds}, {"sets", sets}});
+  }
+  summary["bon"] = curves_json(data.bon, data, analysis);
+  summary["ppo"] = curves_json(data.ppo, data, analysis);
+  summary["comparisons"] = json::array();
+  for (const auto& c : comparisons) {
+    summary["comparisons"].push_back({{"measure", c.measure},
+                                      {"label", c.label},
+                                      {"grm_setting", setting_json(c.grm)},
+                                      {"baseline_setting", setting_json(c.baseline)},
+                                      {"grm", estimate_json(c.grm_value)},
+                                      {"baseline", estimate_json(c.baseline_value)},
+                                      {"difference", c.grm_value.mean - c.baseline_value.mean},
+                                      {"grm_beat_baseline", c.beat},
+                                      {"intervals_disjoint", c.disjoint},
+                                      {"statement", c.statement}});
+  }
+  summary["notes"] = notes;
+  summary["figures"] = json::array();
+  for (const auto& [figure, files] : figures) summary["figures"].push_back("plots/" + figure.name + ".png");
+
+  std::string html = fmt::format(
+      "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>grm report: {}</title>"
+      "<style>{}</style></head><body>\n<h1>Reward over-optimization report</h1>\n<p class=\"meta\">Run "
+      "<code>{}</code> — {} of {} stages done.</p>\n<h2>Did GRM beat the baseline?</h2>\n<ul>\n",
+      html_escape(run_dir), kStyle, html_escape(run_dir), n_done, data.stages.size());
+  for (const auto& c : comparisons) {
+    html += fmt::format("<li class=\"{}\">{}</li>\n",
+                        c.clear_win ? "beat"
+                        : c.beat    ? "even"
+                                    : "lost",
+                        html_escape(c.statement));
+  }
+  if (comparisons.empty()) html += "<li>No verdict: see the notes.</li>\n";
+  html +=
+      "</ul>\n<p>Each method is compared at its main setting (largest training set; the α with the best ID "
+      "accuracy):</p><ul>\n";
+  for (const auto& method : data.methods)
+    html += "<li>" + html_escape(describe(analysis.main(method))) + "</li>\n";
+  html +=
+      "</ul>\n<h2>Accuracy (Table 1)</h2>\n<p>Mean ± 95% interval over seeds; the best in each column in "
+      "bold.</p>\n" +
+      table_html(table);
+  html += "<h2>Figures</h2>\n";
+  for (std::size_t i = 0; i < figures.size(); ++i) {
+    const auto& [figure, files] = figures[i];
+    html += fmt::format(
+        "<figure id=\"{}\">\n{}\n<figcaption>{} <a download=\"{}.png\" "
+        "href=\"data:image/png;base64,{}\">PNG</a></figcaption>\n</figure>\n",
+        figure.name, inline_svg(read_file(files.svg_path), fmt::format("f{}_", i)),
+        html_escape(figure.caption), figure.name, base64(read_file(files.png_path)));
+  }
+  if (figures.empty()) html += "<p>No curves to plot.</p>\n";
+  if (!notes.empty()) html += "<h2>Notes</h2>\n<ul>\n";
+  for (const auto& note : notes) html += "<li>" + html_escape(note) + "</li>\n";
+  if (!notes.empty()) html += "</ul>\n";
+  html += fmt::format(
+      "<h2>Stages</h2>\n<details><summary>{} of {} stages done</summary>\n<table class=\"stages\">\n"
+      "<tr><th>stage</th><th>state</th><th>labels</th></tr>\n",
+      n_done, data.stages.size());
+  for (const auto& stage : data.stages) {
+    std::string labels;
+    for (const auto& [key, value] : stage.labels) labels += key + "=" + value + " ";
+    html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n", html_escape(stage.id),
+                        stage.done ? "done" : html_escape(stage.state), html_escape(labels));
+  }
+  html += "</table>\n</details>\n</body></html>\n";
+
+  write_file_atomic(report_dir + "/summary.md", markdown);
+  write_file_atomic(report_dir + "/summary.json", summary.dump(2) + "\n");
+  write_file_atomic(report_dir + "/index.html", html);
+  return verdict;
+}
+
+}  // namespace grm

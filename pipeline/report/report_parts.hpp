@@ -1,0 +1,226 @@
+// Private to pipeline/report/: what the report reads from a run (load.cpp), the aggregation over seeds
+// and settings (aggregate.cpp), the verdicts (verdicts.cpp), the figures (figures.cpp) and the documents
+// (documents.cpp, which holds build_report). report.hpp is the contract; this header is the plumbing.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/report/plot.hpp"
+#include "pipeline/report/report.hpp"
+#include "pipeline/report/stats.hpp"
+
+namespace grm::report {
+
+// ---- what the stages left (load.cpp) -------------------------------------------------------------------
+
+struct Setting {
+  std::string method, alpha, size;  // label values, "" when a stage has no such label
+  bool operator<(const Setting& other) const {
+    return std::tie(method, alpha, size) < std::tie(other.method, other.alpha, other.size);
+  }
+  bool operator==(const Setting& other) const {
+    return method == other.method && alpha == other.alpha && size == other.size;
+  }
+};
+
+struct Labelled {
+  Setting setting;
+  std::string seed;
+};
+
+struct EvalRun : Labelled {
+  std::map<std::string, double> accuracy;  // eval set -> fraction correct
+};
+
+struct TrainRow {
+  double step, loss, accuracy;
+};
+struct TrainRun : Labelled {
+  std::string series;  // legend entry: the method, or the stage name for unlabelled stages (gold RM)
+  std::vector<TrainRow> rows;
+};
+
+struct CurveRow {
+  double key;  // BoN: n; PPO: step
+  double kl, proxy, gold, proxy_lo, proxy_hi, gold_lo, gold_hi;
+};
+struct CurveRun : Labelled {
+  std::vector<CurveRow> rows;
+};
+
+struct StageRecord {
+  std::string id, name, subcommand, dir, state;
+  bool done = false;
+  std::map<std::string, std::string> labels;
+};
+
+struct RunData {
+  std::vector<StageRecord> stages;
+  std::vector<EvalRun> evals;
+  std::vector<TrainRun> trains;
+  std::vector<CurveRun> bon, ppo;
+  int bon_n_max = 0, bon_n_prompts = 0;
+  std::vector<std::string> methods;  // in order of first appearance in the DAG
+  std::vector<std::string> notes;    // what is missing or could not be read
+};
+
+// The DAG's stages and every result of the stages that are DONE; what is missing goes to notes.
+RunData load_run(const std::string& run_dir);
+
+double to_number(const std::string& text);  // NaN unless the whole text is a number
+// Numeric when both parse as numbers ("0.005" < "0.01"), text order otherwise.
+bool label_less(const std::string& a, const std::string& b);
+bool starts_with(const std::string& text, const std::string& prefix);
+
+// ---- aggregation (aggregate.cpp) -------------------------------------------------------------------------
+
+template <class Run>
+std::vector<const Run*> runs_at(const std::vector<Run>& runs, const Setting& setting) {
+  std::vector<const Run*> result;
+  for (const auto& run : runs) {
+    if (run.setting == setting) result.push_back(&run);
+  }
+  return result;
+}
+
+struct CurveSummary {
+  std::vector<PlotPoint> proxy, gold;  // x = mean KL
+  Estimate final_gold, peak_gold;
+};
+
+CurveSummary summarize(const std::vector<const CurveRun*>& runs);
+
+class Analysis {
+ public:
+  Analysis(const RunData& data, const ReportOptions& options) : data_(data), options_(options) {
+    std::set<std::string> sets;
+    for (const auto& run : data.evals) {
+      for (const auto& [set, accuracy] : run.accuracy) sets.insert(set);
+    }
+    if (sets.count("id")) set_names_.push_back("id");
+    for (const auto& set : sets) {
+      if (starts_with(set, "ood")) set_names_.push_back(set), ++n_ood_;
+    }
+    for (const auto& set : sets) {
+      if (set != "id" && !starts_with(set, "ood")) set_names_.push_back(set);
+    }
+    id_set_ = sets.count("id") ? "id" : "";
+    for (const auto& method : data.methods) main_[method] = choose_main(method);
+  }
+
+  const std::vector<std::string>& set_names() const { return set_names_; }
+  int n_ood() const { return n_ood_; }
+  const Setting& main(const std::string& method) const { return main_.at(method); }
+  bool is_grm(const std::string& method) const {
+    return method != options_.baseline && starts_with(method, options_.grm_prefix);
+  }
+
+  // Every setting of `method` seen in any output, in label order.
+  std::vector<Setting> settings(const std::string& method) const {
+    std::set<Setting> found;
+    auto collect = [&](const auto& runs) {
+      for (const auto& run : runs) {
+        if (run.setting.method == method) found.insert(run.setting);
+      }
+    };
+    collect(data_.evals);
+    collect(data_.bon);
+    collect(data_.ppo);
+    collect(data_.trains);
+    std::vector<Setting> result(found.begin(), found.end());
+    std::sort(result.begin(), result.end(), [](const Setting& a, const Setting& b) {
+      if (a.size != b.size) return label_less(a.size, b.size);
+      return label_less(a.alpha, b.alpha);
+    });
+    return result;
+  }
+
+  std::optional<Estimate> accuracy(const Setting& setting, const std::string& set) const {
+    std::vector<double> values;
+    for (const EvalRun* run : runs_at(data_.evals, setting)) {
+      auto it = run->accuracy.find(set);
+      if (it != run->accuracy.end() && std::isfinite(it->second)) values.push_back(it->second);
+    }
+    if (values.empty()) return std::nullopt;
+    return estimate(values);
+  }
+
+  // Per seed, the mean over the OOD sets; then mean and interval over seeds.
+  std::optional<Estimate> ood_accuracy(const Setting& setting) const {
+    std::vector<double> values;
+    for (const EvalRun* run : runs_at(data_.evals, setting)) {
+      std::vector<double> sets;
+      for (const auto& [set, accuracy] : run->accuracy) {
+        if (starts_with(set, "ood") && std::isfinite(accuracy)) sets.push_back(accuracy);
+      }
+      if (!sets.empty()) values.push_back(estimate(sets).mean);
+    }
+    if (values.empty()) return std::nullopt;
+    return estimate(values);
+  }
+
+  std::optional<CurveSummary> curve(const std::vector<CurveRun>& runs, const Setting& setting) const {
+    auto at = runs_at(runs, setting);
+    if (at.empty()) return std::nullopt;
+    return summarize(at);
+  }
+
+ private:
+  Setting choose_main(const std::string& method) const {
+    std::vector<Setting> all = settings(method);
+    if (all.empty()) return {method, "", ""};
+    std::string largest = all.back().size;
+    std::optional<Setting> best;
+    double best_accuracy = -1;
+    for (const auto& setting : all) {
+      if (setting.size != largest) continue;
+      if (!best) best = setting;
+      auto id = id_set_.empty() ? std::nullopt : accuracy(setting, id_set_);
+      if (id && id->mean > best_accuracy) best_accuracy = id->mean, best = setting;
+    }
+    return *best;
+  }
+
+  const RunData& data_;
+  const ReportOptions& options_;
+  std::vector<std::string> set_names_;
+  int n_ood_ = 0;
+  std::string id_set_;
+  std::map<std::string, Setting> main_;
+};
+
+// "grm (α=0.01, size=2000)"
+std::string describe(const Setting& setting);
+
+// ---- verdicts (verdicts.cpp) -----------------------------------------------------------------------------
+
+struct Comparison {
+  std::string measure, label;
+  bool percent = false;  // accuracy: shown in percent and points
+  Setting grm, baseline;
+  Estimate grm_value, baseline_value;
+  bool beat = false, disjoint = false;
+  std::string statement;
+  bool clear_win = false;  // ahead by a shown amount, and outside the baseline's interval where there is one
+};
+
+std::string format_estimate(const Estimate& value, bool percent);
+// GRM's main setting of every GRM method against the baseline's, on each measure with results for both.
+std::vector<Comparison> compare_methods(const RunData& data, const Analysis& analysis,
+                                        const ReportOptions& options, std::vector<std::string>& notes);
+
+// ---- figures (figures.cpp) -------------------------------------------------------------------------------
+
+// Figure 2 (proxy and gold against KL) for BoN and PPO, Figures 6 and 1b (accuracy against α and
+// size) and the training curves, for whatever results the run has.
+std::vector<Figure> build_figures(const RunData& data, const Analysis& analysis);
+
+}  // namespace grm::report

@@ -1,0 +1,136 @@
+// Best-of-N: the unbiased estimator against brute-force enumeration, the KL formula, bootstrap intervals,
+// prompt reading, and a small end-to-end run with resume.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <random>
+
+#include "bon/best_of_n.hpp"
+#include "bon/estimator.hpp"
+#include "core/atomic_file.hpp"
+#include "core/text_io.hpp"
+#include "policy/generate.hpp"
+#include "policy/model_path.hpp"
+#include "rm/preference_data.hpp"
+#include "tests/test_util.hpp"
+
+namespace fs = std::filesystem;
+using namespace grm;
+
+namespace {
+
+// E[gold of the proxy-max of a uniformly drawn n-subset], by listing every subset.
+double brute_force(const std::vector<double>& proxy, const std::vector<double>& gold, int n) {
+  int N = int(proxy.size());
+  double sum = 0;
+  int64_t count = 0;
+  std::function<void(int, std::vector<int>&)> walk = [&](int start, std::vector<int>& chosen) {
+    if (int(chosen.size()) == n) {
+      int best = chosen[0];
+      for (int i : chosen)
+        if (proxy[size_t(i)] > proxy[size_t(best)]) best = i;
+      sum += gold[size_t(best)];
+      ++count;
+      return;
+    }
+    for (int i = start; i < N; ++i) {
+      chosen.push_back(i);
+      walk(i + 1, chosen);
+      chosen.pop_back();
+    }
+  };
+  std::vector<int> chosen;
+  walk(0, chosen);
+  return sum / double(count);
+}
+
+TEST(BestOfN, EstimatorEqualsEnumerationOverAllSubsets) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> normal;
+  for (int N : {1, 3, 7, 10}) {
+    std::vector<double> proxy(static_cast<size_t>(N)), gold(static_cast<size_t>(N));
+    for (int i = 0; i < N; ++i) proxy[size_t(i)] = normal(rng), gold[size_t(i)] = normal(rng);
+    for (int n = 1; n <= N; ++n)
+      EXPECT_NEAR(best_of_n_expectation(proxy, gold, n), brute_force(proxy, gold, n), 1e-12) << N << " " << n;
+    EXPECT_NEAR(best_of_n_expectation(proxy, proxy, N), *std::max_element(proxy.begin(), proxy.end()), 1e-12);
+  }
+  EXPECT_THROW(best_of_n_expectation({1, 2}, {1, 2}, 3), Error);
+}
+
+TEST(BestOfN, KlFormulaAndGrid) {
+  EXPECT_DOUBLE_EQ(best_of_n_kl(1), 0.0);
+  EXPECT_NEAR(best_of_n_kl(2), std::log(2.0) - 0.5, 1e-15);
+  EXPECT_NEAR(best_of_n_kl(256), std::log(256.0) - 255.0 / 256.0, 1e-12);
+  EXPECT_EQ(best_of_n_grid(10), (std::vector<int64_t>{1, 2, 4, 8, 10}));
+  EXPECT_EQ(best_of_n_grid(8), (std::vector<int64_t>{1, 2, 4, 8}));
+}
+
+TEST(BestOfN, BootstrapIntervalBracketsTheMeanAndIsSeeded) {
+  std::vector<double> values = {1, 2, 3, 4, 5, 6, 7, 8};
+  auto a = bootstrap_mean(values, 500, 0.05, 3), b = bootstrap_mean(values, 500, 0.05, 3);
+  EXPECT_DOUBLE_EQ(a.mean, 4.5);
+  EXPECT_LT(a.low, 4.5);
+  EXPECT_GT(a.high, 4.5);
+  EXPECT_GT(a.low, 1.0);
+  EXPECT_DOUBLE_EQ(a.low, b.low);
+  EXPECT_DOUBLE_EQ(a.high, b.high);
+}
+
+TEST(BestOfN, PromptsAreTheInlineListThenTheFileUpToTheLimit) {
+  auto path = (temp_dir("bon_prompts") / "prompts.jsonl").string();
+  write_file_atomic(path,
+                    "{\"id\": 1, \"prompt\": \"one\"}\n\n{\"id\": 2, \"prompt\": \"two\"}\n"
+                    "{\"id\": 3, \"prompt\": \"three\"}\n");
+  EXPECT_EQ(read_prompts(path, {"inline"}, 3), (std::vector<std::string>{"inline", "one", "two"}));
+  EXPECT_EQ(read_prompts(path, {}, 0), (std::vector<std::string>{"one", "two", "three"}));
+  write_file_atomic(path, "{\"id\": 1, \"prompt\": \"one\"}\n{\"id\": 2}\n");
+  try {
+    read_prompts(path, {}, 0);
+    ADD_FAILURE() << "a record without a prompt was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ":2: needs a string field 'prompt'"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(read_prompts("", {}, 0), Error);
+  fs::remove(path);
+}
+
+TEST(BestOfN, EndToEndCurvesAndResumedSampling) {
+  auto dir = temp_dir("bon");
+  BonConfig c;
+  c.prompt_list = {"Once upon a time, Lily had a ball.", "Tom and Sue went to the park.", "One day, a cat"};
+  c.n_max = 8;
+  c.max_new_tokens = 24;
+  c.threads = 1;
+  c.bootstrap = 200;
+  c.proxies["story"].oracle = "story";
+  c.gold.oracle = "story";
+  run_best_of_n(c, (dir / "run").string());
+  auto curves = nlohmann::json::parse(read_file((dir / "run/bon_curves.json").string()));
+  EXPECT_EQ(curves["n_max"], 8);
+  EXPECT_EQ(curves["n_prompts"], 3);
+  auto curve = curves["curves"]["story"];
+  ASSERT_EQ(curve.size(), 4u);  // n = 1, 2, 4, 8
+  EXPECT_DOUBLE_EQ(curve[0]["proxy_norm"].get<double>(), 0.0);
+  // With gold = proxy the best-of-n reward can only grow with n, and proxy and gold agree.
+  for (size_t i = 1; i < curve.size(); ++i) {
+    EXPECT_GE(curve[i]["proxy"].get<double>(), curve[i - 1]["proxy"].get<double>() - 1e-12);
+    EXPECT_NEAR(curve[i]["gold"].get<double>(), curve[i]["proxy"].get<double>(), 1e-12);
+  }
+  EXPECT_GT(curve[3]["proxy_norm"].get<double>(), 0.0);
+  EXPECT_NEAR(curve[3]["kl"].get<double>(), std::log(8.0) - 7.0 / 8.0, 1e-9);
+  auto csv = read_lines((dir / "run/bon_curves.csv").string());
+  EXPECT_EQ(csv.size(), 5u);  // header + 4 points
+  // A run killed while sampling (the file cut mid-prompt and mid-line) resumes to the same samples.
+  auto samples = read_file((dir / "run/samples.jsonl").string());
+  fs::create_directories(dir / "killed");
+  write_file_atomic((dir / "killed/samples.jsonl").string(), samples.substr(0, samples.size() * 2 / 3));
+  run_best_of_n(c, (dir / "killed").string());
+  EXPECT_EQ(read_file((dir / "killed/samples.jsonl").string()), samples);
+  fs::remove_all(dir);
+}
+
+}  // namespace

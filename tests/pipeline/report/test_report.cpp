@@ -1,0 +1,268 @@
+#include "pipeline/report/report.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "tests/test_util.hpp"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// Synthetic stage outputs with known answers: GRM (α=0.01) is the best in distribution and by far the
+// best out of distribution; in BoN its gold reward falls off less at large KL; in PPO it ends higher
+// but peaks lower than the baseline.
+class ReportTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    run_dir_ = temp_dir(std::string("report_") + info->name()).string();
+    fs::remove_all(run_dir_);
+  }
+  void TearDown() override { fs::remove_all(run_dir_); }
+
+  std::string add_stage(const std::string& id, const std::string& subcommand, const json& labels,
+                        bool done = true) {
+    dag_["stages"].push_back({{"id", id},
+                              {"name", id.substr(0, id.find('-'))},
+                              {"subcommand", subcommand},
+                              {"deps", json::array()},
+                              {"labels", labels},
+                              {"state", done ? "done" : "failed"},
+                              {"dir", "stages/" + id}});
+    std::string dir = run_dir_ + "/stages/" + id;
+    fs::create_directories(dir);
+    if (done) grm::write_file_atomic(dir + "/DONE", "{}\n");
+    return dir;
+  }
+  void write_dag() { grm::write_file_atomic(run_dir_ + "/dag.json", dag_.dump()); }
+
+  static json labels(const std::string& method, const std::string& alpha, const std::string& size, int seed) {
+    json result = {{"rm.method", method}, {"data.size", size}, {"seed", std::to_string(seed)}};
+    if (!alpha.empty()) result["rm.alpha"] = alpha;
+    return result;
+  }
+
+  // ID and mean-OOD accuracy of a setting at seed 0; each further seed adds 0.01.
+  static std::pair<double, double> accuracy(const std::string& method, const std::string& alpha,
+                                            const std::string& size) {
+    double shift = size == "500" ? -0.05 : 0;
+    if (method == "bt") return {0.70 + shift, 0.60 + shift};
+    if (method == "margin") return {0.695 + shift, 0.61 + shift};
+    if (alpha == "0.005") return {0.705 + shift, 0.66 + shift};
+    if (alpha == "0.01") return {0.72 + shift, 0.68 + shift};
+    return {0.69 + shift, 0.67 + shift};
+  }
+  static double bon_gold(const std::string& method, double kl) {
+    return 0.8 * kl - (method == "bt" ? 0.3 : method == "margin" ? 0.25 : 0.1) * kl * kl;
+  }
+  static double ppo_gold(const std::string& method, double kl) {
+    return method == "bt" ? kl - 0.5 * kl * kl : 0.4 * kl - 0.1 * kl * kl;
+  }
+  static double kl_of(int n) { return std::log(n) - (n - 1.0) / n; }
+
+  void write_full_run(bool with_bon = true, bool with_ppo = true) {
+    json curves = json::object();
+    struct Point {
+      std::string method, alpha;
+    };
+    for (const Point& point : {Point{"bt", ""}, Point{"margin", ""}, Point{"grm", "0.005"},
+                               Point{"grm", "0.01"}, Point{"grm", "0.05"}}) {
+      for (const std::string size : {"500", "2000"}) {
+        for (int seed = 0; seed < 3; ++seed) {
+          std::string tag = fmt::format("{}{}{}s{}", point.method, point.alpha, size, seed);
+          std::string proxy_id = "proxy_rm-" + tag;
+          std::string proxy = add_stage(proxy_id, "train-rm", labels(point.method, point.alpha, size, seed));
+          std::string metrics;
+          for (int step = 0; step <= 100; step += 20) {
+            metrics += json({{"step", step},
+                             {"epoch", step / 100.0},
+                             {"loss", 0.7 - 0.002 * step},
+                             {"accuracy", 0.5 + 0.002 * step}})
+                           .dump() +
+                       "\n";
+          }
+          grm::write_file_atomic(proxy + "/metrics.jsonl", metrics + "{\"step\": 12");  // torn last line
+          auto [id, ood] = accuracy(point.method, point.alpha, size);
+          id += 0.01 * seed;
+          ood += 0.01 * seed;
+          std::string eval =
+              add_stage("eval-" + tag, "eval-rm", labels(point.method, point.alpha, size, seed));
+          grm::write_file_atomic(
+              eval + "/eval.json",
+              json({{"sets",
+                     {{"id", {{"accuracy", id}, {"n", 400}, {"ties", 0}}},
+                      {"ood_animals", {{"accuracy", ood + 0.01}, {"n", 400}, {"ties", 1}}},
+                      {"ood_space", {{"accuracy", ood - 0.01}, {"n", 400}, {"ties", 0}}}}}})
+                  .dump());
+          json curve = json::array();
+          for (int n : {1, 2, 4, 8, 16}) {
+            double gold = bon_gold(point.method, kl_of(n)) + 0.01 * seed;
+            curve.push_back({{"n", n},
+                             {"kl", kl_of(n)},
+                             {"proxy", kl_of(n)},
+                             {"gold", gold},
+                             {"gold_lo", gold - 0.05},
+                             {"gold_hi", gold + 0.05},
+                             {"proxy_lo", kl_of(n) - 0.05},
+                             {"proxy_hi", kl_of(n) + 0.05},
+                             {"proxy_norm", 0.0},
+                             {"gold_norm", 0.0}});
+          }
+          curves[proxy_id] = curve;
+          if (with_ppo && seed == 0) {
+            std::string ppo = add_stage("ppo-" + tag, "ppo", labels(point.method, point.alpha, size, seed));
+            std::string lines;
+            for (int step = 0; step <= 50; step += 10) {
+              double kl = 0.05 * step;
+              lines += json({{"step", step},
+                             {"kl", kl},
+                             {"proxy", kl},
+                             {"gold", ppo_gold(point.method, kl)},
+                             {"length", 40.0}})
+                           .dump() +
+                       "\n";
+            }
+            grm::write_file_atomic(ppo + "/ppo_curve.jsonl", lines);
+          }
+        }
+      }
+    }
+    std::string gold = add_stage("gold_rm-0", "train-rm", json::object());
+    grm::write_file_atomic(gold + "/metrics.jsonl", R"({"step": 0, "loss": 0.69, "accuracy": 0.5}
+{"step": 100, "loss": 0.3, "accuracy": 0.9}
+)");
+    if (with_bon) {
+      std::string bon = add_stage("bon-0", "bon", json::object());
+      grm::write_file_atomic(bon + "/bon_curves.json",
+                             json({{"n_max", 16}, {"n_prompts", 64}, {"curves", curves}}).dump());
+    }
+    write_dag();
+  }
+
+  json summary() const { return json::parse(grm::read_file(run_dir_ + "/report/summary.json")); }
+  static const json& comparison(const json& summary, const std::string& measure) {
+    for (const auto& c : summary["comparisons"]) {
+      if (c["measure"] == measure) return c;
+    }
+    throw std::runtime_error("no comparison " + measure);
+  }
+
+  std::string run_dir_;
+  json dag_ = {{"stages", json::array()}};
+};
+
+TEST_F(ReportTest, FullRunHasTheRightNumbersAndVerdicts) {
+  write_full_run();
+  std::string verdict = grm::build_report(run_dir_);
+  json s = summary();
+
+  EXPECT_EQ(s["methods"], json({"bt", "margin", "grm"}));
+  EXPECT_EQ(s["main_settings"]["grm"], json({{"method", "grm"}, {"alpha", "0.01"}, {"size", "2000"}}));
+  EXPECT_EQ(s["main_settings"]["bt"]["size"], "2000");
+
+  const json& id = comparison(s, "id_accuracy");
+  EXPECT_NEAR(id["grm"]["mean"].get<double>(), 0.73, 1e-9);
+  EXPECT_NEAR(id["baseline"]["mean"].get<double>(), 0.71, 1e-9);
+  EXPECT_NEAR(id["difference"].get<double>(), 0.02, 1e-9);
+  // Seeds 0.72, 0.73, 0.74: standard error 0.01/sqrt(3), t(2) = 4.303.
+  EXPECT_NEAR(id["grm"]["hi"].get<double>() - 0.73, 4.303 * 0.01 / std::sqrt(3.0), 1e-6);
+  EXPECT_TRUE(id["grm_beat_baseline"].get<bool>());
+  EXPECT_FALSE(id["intervals_disjoint"].get<bool>());
+  EXPECT_NE(id["statement"].get<std::string>().find("GRM was not clearly better than the baseline"),
+            std::string::npos)
+      << id["statement"];
+
+  const json& ood = comparison(s, "ood_accuracy");
+  EXPECT_NEAR(ood["grm"]["mean"].get<double>(), 0.69, 1e-9);
+  EXPECT_NEAR(ood["baseline"]["mean"].get<double>(), 0.61, 1e-9);
+  EXPECT_TRUE(ood["intervals_disjoint"].get<bool>());
+  EXPECT_NE(ood["statement"].get<std::string>().find("GRM beat the baseline"), std::string::npos);
+  EXPECT_NE(ood["statement"].get<std::string>().find("+8.0 points"), std::string::npos) << ood["statement"];
+
+  const json& bon_end = comparison(s, "bon_gold_at_max_kl");
+  EXPECT_NEAR(bon_end["grm"]["mean"].get<double>(), bon_gold("grm", kl_of(16)) + 0.01, 1e-9);
+  EXPECT_NEAR(bon_end["baseline"]["mean"].get<double>(), bon_gold("bt", kl_of(16)) + 0.01, 1e-9);
+  EXPECT_TRUE(bon_end["grm_beat_baseline"].get<bool>());
+  EXPECT_EQ(bon_end["label"], "BoN gold reward at the largest KL (n = 16)");
+
+  const json& ppo_final = comparison(s, "ppo_gold_final");
+  EXPECT_NEAR(ppo_final["grm"]["mean"].get<double>(), ppo_gold("grm", 2.5), 1e-9);
+  EXPECT_TRUE(ppo_final["grm_beat_baseline"].get<bool>());
+  const json& ppo_peak = comparison(s, "ppo_peak_gold");
+  EXPECT_NEAR(ppo_peak["grm"]["mean"].get<double>(), 0.4, 1e-9);       // 0.4 kl - 0.1 kl^2 at kl = 2
+  EXPECT_NEAR(ppo_peak["baseline"]["mean"].get<double>(), 0.5, 1e-9);  // kl - 0.5 kl^2 at kl = 1
+  EXPECT_FALSE(ppo_peak["grm_beat_baseline"].get<bool>());
+  EXPECT_NE(ppo_peak["statement"].get<std::string>().find("GRM did not beat the baseline"),
+            std::string::npos);
+  EXPECT_NE(ppo_peak["statement"].get<std::string>().find("one seed"), std::string::npos);
+
+  EXPECT_NE(verdict.find("OOD accuracy (mean of 2 sets): GRM beat the baseline"), std::string::npos)
+      << verdict;
+
+  // Table 1: rows at the largest size only; GRM α=0.01 holds the best ID and OOD cells.
+  std::string markdown = grm::read_file(run_dir_ + "/report/summary.md");
+  EXPECT_NE(markdown.find("| grm | 0.01 | 2000 | 3 | **73.0 ± 2.5%** |"), std::string::npos) << markdown;
+  EXPECT_NE(markdown.find("| bt |  | 2000 | 3 | 71.0 ± 2.5% |"), std::string::npos) << markdown;
+  EXPECT_EQ(markdown.find("| 500 |"), std::string::npos);
+  EXPECT_NE(markdown.find("**69.0 ± 2.5%** |\n"), std::string::npos);  // OOD mean column
+  EXPECT_EQ(s["accuracy"].size(), 5u);
+
+  std::string html = grm::read_file(run_dir_ + "/report/index.html");
+  EXPECT_NE(html.find("<b>73.0 ± 2.5%</b>"), std::string::npos);
+  EXPECT_NE(html.find("data:image/png;base64,iVBORw0KGgo"), std::string::npos);  // a PNG's magic, encoded
+  EXPECT_EQ(html.find("<?xml"), std::string::npos);
+  EXPECT_EQ(html.find("src=\"plots/"), std::string::npos);  // self-contained
+  for (const char* figure : {"bon_proxy_gold", "bon_gold", "ppo_proxy_gold", "ppo_gold", "accuracy_vs_alpha",
+                             "accuracy_vs_size", "training"}) {
+    EXPECT_TRUE(fs::exists(run_dir_ + "/report/plots/" + figure + ".png")) << figure;
+    EXPECT_TRUE(fs::exists(run_dir_ + "/report/plots/" + figure + ".svg")) << figure;
+    EXPECT_NE(html.find(std::string("<figure id=\"") + figure + "\">\n<svg"), std::string::npos) << figure;
+  }
+  EXPECT_NE(html.find("KL(π_BoN ‖ π_init) (nats)"), std::string::npos);
+  EXPECT_NE(html.find("reward (RM units)"), std::string::npos);
+}
+
+TEST_F(ReportTest, MissingPartsAreNotedNotFatal) {
+  write_full_run(/*with_bon=*/false, /*with_ppo=*/false);
+  add_stage("eval-late", "eval-rm", labels("grm", "0.01", "2000", 9), /*done=*/false);
+  write_dag();
+  grm::build_report(run_dir_);
+  json s = summary();
+  std::vector<std::string> measures;
+  for (const auto& c : s["comparisons"]) measures.push_back(c["measure"]);
+  EXPECT_EQ(measures, (std::vector<std::string>{"id_accuracy", "ood_accuracy"}));
+  std::string notes = s["notes"].dump();
+  EXPECT_NE(notes.find("No PPO results"), std::string::npos) << notes;
+  EXPECT_NE(notes.find("No Best-of-N results"), std::string::npos) << notes;
+  EXPECT_NE(notes.find("1 of 62 stages are not done"), std::string::npos) << notes;
+  EXPECT_NE(notes.find("eval-late (failed)"), std::string::npos) << notes;
+  EXPECT_TRUE(s["ppo"].empty());
+  EXPECT_FALSE(fs::exists(run_dir_ + "/report/plots/ppo_gold.png"));
+}
+
+TEST_F(ReportTest, WithoutABaselineThereIsNoVerdict) {
+  std::string eval = add_stage("eval-x", "eval-rm", labels("grm", "0.01", "100", 0));
+  grm::write_file_atomic(eval + "/eval.json", R"({"sets": {"id": {"accuracy": 0.8, "n": 10, "ties": 0}}})");
+  write_dag();
+  std::string verdict = grm::build_report(run_dir_);
+  EXPECT_EQ(verdict, "- No verdict: see the notes.\n");
+  EXPECT_NE(summary()["notes"].dump().find("No comparison"), std::string::npos);
+  EXPECT_NE(grm::read_file(run_dir_ + "/report/summary.md").find("| grm | 0.01 | 100 | 1 | **80.0%** |"),
+            std::string::npos);
+}
+
+TEST_F(ReportTest, MissingDagIsAnError) {
+  fs::create_directories(run_dir_);
+  EXPECT_THROW(grm::build_report(run_dir_), grm::Error);
+}
+
+}  // namespace

@@ -1,0 +1,398 @@
+// Reward models: losses against hand-worked values, the HF sequence-classification fixture, data
+// readers and their bad-record errors, training that learns, exact resume, and DDP equivalence under mpirun.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "core/atomic_file.hpp"
+#include "policy/model_path.hpp"
+#include "policy/safetensors.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
+#include "rm/eval_rm.hpp"
+#include "rm/losses.hpp"
+#include "rm/reward_data.hpp"
+#include "rm/reward_model.hpp"
+#include "rm/scorer.hpp"
+#include "rm/train_rm.hpp"
+#include "tests/test_util.hpp"
+
+namespace fs = std::filesystem;
+using namespace grm;
+
+namespace {
+
+double value(const torch::Tensor& t) {
+  return t.item<double>();
+}
+torch::Tensor vec(std::vector<float> v) {
+  return torch::tensor(v);
+}
+
+// -log sigmoid(x), worked out: log(1 + e^-x)
+double nls(double x) {
+  return std::log1p(std::exp(-x));
+}
+
+TEST(Losses, MatchHandWorkedValues) {
+  auto rc = vec({1.0f, 0.0f}), rr = vec({0.0f, 1.0f});
+  EXPECT_NEAR(value(bt_loss(rc, rr)), (nls(1) + nls(-1)) / 2, 1e-6);  // 0.813262
+  EXPECT_NEAR(value(bt_loss(rc, rr)), 0.8132616, 1e-6);
+  EXPECT_NEAR(value(margin_loss(rc, rr, vec({0.5f, 0.0f}))), (nls(0.5) + nls(-1)) / 2, 1e-6);
+  double ls = ((0.9 * nls(1) + 0.1 * nls(-1)) + (0.9 * nls(-1) + 0.1 * nls(1))) / 2;
+  EXPECT_NEAR(value(label_smooth_loss(rc, rr, 0.1)), ls, 1e-6);
+  EXPECT_NEAR(value(sft_reg(vec({-10.0f}), 0.1)), nls(-1), 1e-6);  // 1.313262
+  EXPECT_NEAR(value(sft_nll_reg(vec({-6.0f, -2.0f}), torch::tensor({3, 4}))), (2.0 + 0.5) / 2, 1e-6);
+  EXPECT_NEAR(value(dpo_noref_reg(vec({-5.0f}), vec({-7.0f}), 0.1)), nls(0.2), 1e-6);
+  // ((-5 - -4) - (-7 - -7)) = -1, times beta
+  EXPECT_NEAR(value(dpo_reg(vec({-5.0f}), vec({-7.0f}), vec({-4.0f}), vec({-7.0f}), 0.1)), nls(-0.1), 1e-6);
+  EXPECT_NEAR(value(grm_loss(torch::tensor(1.0), torch::tensor(2.0), 0.01)), 1.01, 1e-6);
+}
+
+TEST(RewardData, ResponseMaskCoversOnlyResponseTokensAndPaddingIsMasked) {
+  auto tokenizer = load_tokenizer(resolve_model_path("tinystories-656k"));
+  auto a = encode_prompt_response(*tokenizer, "Once upon a time", " there was a cat.", 0);
+  auto prompt_only = tokenizer->encode("Once upon a time");
+  // The response starts where the joint tokens leave the prompt's own (a seam token counts as response).
+  ASSERT_GT(a.response_start, 0);
+  ASSERT_LE(a.response_start, int64_t(prompt_only.size()));
+  EXPECT_TRUE(std::equal(a.ids.begin(), a.ids.begin() + a.response_start, prompt_only.begin()));
+  EXPECT_EQ(a.ids, tokenizer->encode("Once upon a time there was a cat."));
+  auto b = encode_prompt_response(*tokenizer, "Once", " upon", 0);
+  auto batch = collate({&a, &b}, 0);
+  ASSERT_EQ(batch.ids.size(1), int64_t(a.ids.size()));
+  EXPECT_EQ(batch.response_mask[0].sum().item<int64_t>(), int64_t(a.ids.size()) - a.response_start);
+  EXPECT_EQ(batch.response_mask[1].sum().item<int64_t>(), int64_t(b.ids.size()) - b.response_start);
+  EXPECT_EQ(batch.mask[1].sum().item<int64_t>(), int64_t(b.ids.size()));  // padding is 0
+  EXPECT_EQ((batch.response_mask * (1 - batch.mask)).sum().item<int64_t>(), 0);
+  // Left truncation keeps BOS and the response's end.
+  auto t = encode_prompt_response(*tokenizer, "Once upon a time there was a big red dog", " and a cat.", 6);
+  ASSERT_EQ(t.ids.size(), 6u);
+  EXPECT_EQ(t.ids.front(), *tokenizer->bos_id);
+  auto full = tokenizer->encode("Once upon a time there was a big red dog and a cat.");
+  EXPECT_EQ(t.ids.back(), full.back());
+}
+
+TEST(RewardModel, SequenceClassificationFixtureReproducesTransformers) {
+  torch::NoGradGuard no_grad;
+  auto dir = shared_path("fixtures/hf/llama_seqcls_rm");
+  auto model = load_reward_model(dir);
+  auto ref = load_safetensors(dir + "/reference.safetensors");
+  auto rewards = model->forward(ref.at("input_ids"), ref.at("attention_mask")).rewards;
+  auto expected = ref.at("rewards").view({-1});
+  EXPECT_LT((rewards - expected).abs().max().item<double>(), 1e-4);
+}
+
+TEST(RewardModel, LinearHeadSavesAsSequenceClassificationAndReloads) {
+  torch::NoGradGuard no_grad;
+  auto out = temp_dir("save");
+  auto model = make_reward_model(resolve_model_path("tinystories-656k"), {"linear", 0}, 3);
+  save_reward_model(model, (out / "rm").string());
+  auto config = nlohmann::json::parse(read_file((out / "rm/config.json").string()));
+  EXPECT_EQ(config["architectures"][0], "LlamaForSequenceClassification");
+  EXPECT_TRUE(SafetensorsFile((out / "rm/model.safetensors").string()).contains("score.weight"));
+  auto reloaded = load_reward_model((out / "rm").string());
+  auto ids = torch::tensor({{1, 300, 400, 500}}, torch::kInt64);
+  auto mask = torch::ones_like(ids);
+  EXPECT_TRUE(torch::equal(model->forward(ids, mask).rewards, reloaded->forward(ids, mask).rewards));
+  fs::remove_all(out);
+}
+
+TEST(PreferenceData, ReadsHhhAndHhRlhfThroughTheirMappings) {
+  DataConfig hhh;
+  hhh.path = shared_path("data/hhh_alignment.jsonl");
+  DataReport report;
+  auto pairs = read_preferences(hhh, &report);
+  ASSERT_GT(pairs.size(), 0u);
+  EXPECT_EQ(report.records, int64_t(pairs.size()));
+  EXPECT_TRUE(pairs[0].groups.count("subset"));
+  DataConfig hh;
+  hh.path = shared_path("data/hh_rlhf_harmless_test.jsonl.gz");
+  auto dialogues = read_preferences(hh, &report);
+  ASSERT_GT(dialogues.size(), 0u);
+  EXPECT_EQ(report.skipped, 0);
+  for (const auto& p : dialogues) {
+    ASSERT_GE(p.prompt.size(), 12u);
+    EXPECT_EQ(p.prompt.substr(p.prompt.size() - 12), "\n\nAssistant:") << p.origin;
+  }
+  // Most dialogues differ only in the last turn, so their responses hold no further Assistant turn.
+  size_t last_turn_only = 0;
+  for (const auto& p : dialogues) last_turn_only += p.chosen.find("\n\nAssistant:") == std::string::npos;
+  EXPECT_GT(last_turn_only, dialogues.size() * 9 / 10);
+}
+
+// Writes lines to a temp JSONL file and reads it with the given format; returns the error or "".
+std::string read_error(const std::string& name, const std::string& lines, const std::string& format,
+                       std::vector<PreferencePair>* out = nullptr, DataReport* report = nullptr,
+                       const std::string& on_bad = "error", const std::string& ties = "drop") {
+  auto dir = temp_dir("data_" + name);
+  DataConfig c;
+  c.path = (dir / "data.jsonl").string();
+  c.format = format;
+  c.on_bad_record = on_bad;
+  c.ties = ties;
+  write_file_atomic(c.path, lines);
+  try {
+    auto pairs = read_preferences(c, report);
+    if (out) *out = pairs;
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+TEST(PreferenceData, EachBadRecordNamesFileLineAndField) {
+  const std::string good = R"({"prompt": "p", "chosen": "a", "rejected": "b"})";
+  auto expect = [](const std::string& error, const std::string& part) {
+    EXPECT_NE(error.find(part), std::string::npos) << "error: " << error << "\nexpected: " << part;
+  };
+  expect(read_error("json", good + "\n{not json\n", "pairs"), "data.jsonl:2: not valid JSON");
+  expect(read_error("missing", good + "\n" + R"({"prompt": "p", "chosen": "a"})", "pairs"),
+         "data.jsonl:2: missing field 'rejected'");
+  expect(read_error("type", R"({"prompt": "p", "chosen": 3, "rejected": "b"})", "pairs"),
+         "data.jsonl:1: field 'chosen' must be a string");
+  expect(read_error("object", "[1, 2]", "pairs"), "must be a JSON object");
+  expect(read_error("messages", R"({"chosen": [{"role": "user"}], "rejected": []})", "messages"),
+         "field 'chosen[0]' must be");
+  expect(
+      read_error(
+          "last_role",
+          R"({"chosen": [{"role": "user", "content": "x"}], "rejected": [{"role": "user", "content": "y"}]})",
+          "messages"),
+      "the last message must be the assistant's");
+  expect(read_error("transcript", R"({"chosen": "no turns", "rejected": "no turns"})", "transcript"),
+         "has no \"\\n\\nAssistant:\" turn");
+  expect(
+      read_error(
+          "rating",
+          R"({"conv_A": "\n\nHuman: q\n\nAssistant: a", "conv_B": "\n\nHuman: q\n\nAssistant: b", "conv_A_rating": "high", "conv_B_rating": 1})",
+          "rated"),
+      "field 'conv_A_rating' must be a number");
+  expect(read_error("winner", R"({"prompt": "p", "response_a": "a", "response_b": "b", "winner": "both"})",
+                    "winner"),
+         "must be a, b, model_a, model_b or tie");
+
+  // skip mode counts and reports instead of failing
+  DataReport report;
+  std::vector<PreferencePair> pairs;
+  EXPECT_EQ(read_error("skip", good + "\n{bad\n" + good + "\n", "pairs", &pairs, &report, "skip"), "");
+  EXPECT_EQ(pairs.size(), 2u);
+  EXPECT_EQ(report.skipped, 1);
+  ASSERT_EQ(report.skipped_examples.size(), 1u);
+  EXPECT_NE(report.skipped_examples[0].find("data.jsonl:2"), std::string::npos);
+}
+
+TEST(PreferenceData, RatedAndWinnerFormatsHandleTiesAndMargins) {
+  std::string rated =
+      R"({"conv_A": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "conv_B": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}], "conv_A_rating": 2, "conv_B_rating": 5})"
+      "\n"
+      R"({"conv_A": "\n\nHuman: q\n\nAssistant: a", "conv_B": "\n\nHuman: q\n\nAssistant: b", "conv_A_rating": 3, "conv_B_rating": 3})";
+  std::vector<PreferencePair> pairs;
+  DataReport report;
+  EXPECT_EQ(read_error("rated", rated, "auto", &pairs, &report), "");
+  ASSERT_EQ(pairs.size(), 1u);
+  EXPECT_EQ(pairs[0].chosen, " b");
+  EXPECT_DOUBLE_EQ(pairs[0].margin, 3.0);
+  EXPECT_EQ(report.ties_dropped, 1);
+  std::string winner = R"({"prompt": "p", "response_a": "a", "response_b": "b", "winner": "model_b"})"
+                       "\n"
+                       R"({"prompt": "p", "response_a": "a", "response_b": "b", "winner": "tie"})";
+  EXPECT_EQ(read_error("winner_keep", winner, "auto", &pairs, &report, "error", "keep"), "");
+  ASSERT_EQ(pairs.size(), 2u);
+  EXPECT_EQ(pairs[0].chosen, "b");
+  EXPECT_TRUE(pairs[1].tie);
+  EXPECT_EQ(report.ties_kept, 1);
+}
+
+// A pair set whose preferred story has a simple property: it ends happily, the rejected one sadly.
+std::string story_pairs(int n, uint64_t seed) {
+  const char* names[] = {"Lily", "Tom", "Ben", "Sue", "Max", "Mia", "Sam", "Anna"};
+  const char* things[] = {"ball", "kite", "cake", "toy", "book", "dog", "hat", "box"};
+  const char* happy[] = {"They laughed and played together all day.", "She smiled and was very happy.",
+                         "He hugged his friend and felt glad.", "They had fun and were happy."};
+  const char* sad[] = {"He cried and was very sad.", "She felt angry and alone.",
+                       "They were scared and upset.", "He lost it and felt bad."};
+  std::mt19937_64 rng(seed);
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    std::string name = names[rng() % 8], thing = things[rng() % 8];
+    std::string prompt = "Once upon a time, " + name + " had a " + thing + ".";
+    std::string middle = " " + name + " took the " + thing + " to the park. ";
+    nlohmann::json record = {
+        {"prompt", prompt}, {"chosen", middle + happy[rng() % 4]}, {"rejected", middle + sad[rng() % 4]}};
+    out += record.dump() + "\n";
+  }
+  return out;
+}
+
+TrainRmConfig small_config(const fs::path& dir, int n_pairs) {
+  TrainRmConfig c;
+  c.data.path = (dir / "pairs.jsonl").string();
+  write_file_atomic(c.data.path, story_pairs(n_pairs, 7));
+  c.max_length = 48;
+  c.threads = 1;
+  c.eval_fraction = 0.2;
+  c.rm.head = "linear";
+  c.optim.lr = 3e-4;
+  c.optim.batch_size = 8;
+  c.log_every = 5;
+  c.checkpoint_every = 4;
+  return c;
+}
+
+TEST(TrainRm, LearnsASimplePreferenceToHighHeldOutAccuracy) {
+  auto dir = temp_dir("learn");
+  auto c = small_config(dir, 400);
+  c.optim.epochs = 1;
+  auto result = train_reward_model(c, (dir / "out").string());
+  EXPECT_GE(result.heldout_accuracy, 0.95);
+  EXPECT_EQ(result.heldout_pairs, 80);
+  EXPECT_TRUE(fs::exists(dir / "out/model/config.json"));
+  EXPECT_TRUE(fs::exists(dir / "out/model/tokenizer.json"));
+  EXPECT_TRUE(fs::exists(dir / "out/metrics.jsonl"));
+  fs::remove_all(dir);
+}
+
+std::map<std::string, torch::Tensor> weights_of(const fs::path& model_dir) {
+  return load_safetensors((model_dir / "model.safetensors").string());
+}
+
+double max_difference(const std::map<std::string, torch::Tensor>& a,
+                      const std::map<std::string, torch::Tensor>& b) {
+  double worst = 0;
+  EXPECT_EQ(a.size(), b.size());
+  for (const auto& [key, t] : a) worst = std::max(worst, (t - b.at(key)).abs().max().item<double>());
+  return worst;
+}
+
+TEST(TrainRm, ResumeAfterAKillGivesTheSameFinalParameters) {
+  auto dir = temp_dir("resume");
+  auto c = small_config(dir, 120);
+  c.rm.method = "grm";
+  c.rm.reg = "sft";
+  c.rm.alpha = 0.1;
+  train_reward_model(c, (dir / "straight").string());
+  // Stopped after 5 steps (the last checkpoint is at step 4), then restarted with the same command.
+  auto partial = train_reward_model(c, (dir / "resumed").string(), "", 5);
+  EXPECT_FALSE(partial.finished);
+  EXPECT_FALSE(fs::exists(dir / "resumed/model/config.json"));
+  train_reward_model(c, (dir / "resumed").string());
+  EXPECT_EQ(max_difference(weights_of(dir / "straight/model"), weights_of(dir / "resumed/model")), 0.0);
+  fs::remove_all(dir);
+}
+
+TEST(TrainRm, EveryMethodAndRegularizerTrains) {
+  auto dir = temp_dir("methods");
+  auto c = small_config(dir, 40);
+  c.optim.max_steps = 2;
+  c.checkpoint_every = 0;
+  c.rm.head = "mlp";
+  c.rm.head_hidden = 32;
+  auto base = load_causal_lm(resolve_model_path("tinystories-656k"))->hf_state_dict();
+  int index = 0;
+  for (std::string variant :
+       {"margin", "label_smooth", "frozen", "grm:sft", "grm:sft_nll", "grm:dpo_noref", "grm:dpo", "lora"}) {
+    auto run = c;
+    auto colon = variant.find(':');
+    run.rm.method = variant.substr(0, colon);
+    if (colon != std::string::npos) run.rm.reg = variant.substr(colon + 1);
+    if (variant == "lora") run.rm.method = "bt", run.rm.finetune = "lora";
+    auto out = dir / std::to_string(index++);
+    auto result = train_reward_model(run, out.string());
+    EXPECT_EQ(result.steps, 2) << variant;
+    auto trained = weights_of(out / "model");
+    double backbone_change = (trained.at("model.layers.0.self_attn.q_proj.weight") -
+                              base.at("model.layers.0.self_attn.q_proj.weight"))
+                                 .abs()
+                                 .max()
+                                 .item<double>();
+    if (run.rm.method == "frozen")
+      EXPECT_EQ(backbone_change, 0.0) << variant;
+    else
+      EXPECT_GT(backbone_change, 0.0) << variant;  // LoRA changes it once merged on export
+  }
+  fs::remove_all(dir);
+}
+
+TEST(TrainRm, EnsembleTrainsMembersAndCombinesThem) {
+  auto dir = temp_dir("ensemble");
+  auto c = small_config(dir, 40);
+  c.optim.max_steps = 2;
+  c.rm.method = "ensemble";
+  c.rm.ensemble.members = 2;
+  c.rm.ensemble.combine = "min";
+  train_reward_model(c, (dir / "out").string());
+  ASSERT_TRUE(fs::exists(dir / "out/model/member_1/config.json"));
+  auto ensemble = make_model_scorer((dir / "out/model").string());
+  auto m0 = make_model_scorer((dir / "out/model/member_0").string());
+  auto m1 = make_model_scorer((dir / "out/model/member_1").string());
+  std::vector<ScoreItem> items = {{"Once upon a time", " a dog was happy."}, {"Once", " Tom cried."}};
+  auto e = ensemble->score(items), a = m0->score(items), b = m1->score(items);
+  for (size_t i = 0; i < items.size(); ++i) EXPECT_DOUBLE_EQ(e[i], std::min(a[i], b[i]));
+  EXPECT_NE(a[0], b[0]);  // different seeds, different members
+  EXPECT_DOUBLE_EQ(combine_ensemble({1, 3}, "mean_minus_std", 2.0), 2.0 - 2.0 * 1.0);
+  fs::remove_all(dir);
+}
+
+TEST(EvalRm, ReportsOverallAndPerSubsetAccuracyOnHhh) {
+  auto dir = temp_dir("eval");
+  auto model = make_reward_model(resolve_model_path("tinystories-656k"), {"linear", 0}, 1);
+  save_reward_model(model, (dir / "rm").string());
+  copy_tokenizer_files(resolve_model_path("tinystories-656k"), (dir / "rm").string());
+  EvalRmConfig config;
+  config.scorer.model = (dir / "rm").string();
+  config.sets["hhh"].data.path = shared_path("data/hhh_alignment.jsonl");
+  config.sets["hhh"].sections = {{"safety", {"harmless"}}, {"rest", {"helpful", "honest", "other"}}};
+  auto result = evaluate_reward_model(config)["sets"]["hhh"];
+  auto pairs = read_preferences(config.sets["hhh"].data);
+  EXPECT_EQ(result["n"].get<size_t>(), pairs.size());
+  int64_t total = 0, right = 0;
+  for (auto& [subset, stats] : result["groups"]["subset"].items()) {
+    total += stats["n"].get<int64_t>();
+    right += std::llround(stats["accuracy"].get<double>() * stats["n"].get<double>());
+  }
+  EXPECT_EQ(total, int64_t(pairs.size()));
+  EXPECT_NEAR(result["accuracy"].get<double>(), double(right) / double(total), 1e-9);
+  double sections = (result["sections"]["safety"]["accuracy"].get<double>() +
+                     result["sections"]["rest"]["accuracy"].get<double>()) /
+                    2;
+  EXPECT_NEAR(result["section_score"].get<double>(), sections, 1e-12);
+  fs::remove_all(dir);
+}
+
+// Runs `grm train-rm` and returns its exit status.
+int run_grm(const std::string& prefix, const fs::path& config, const fs::path& out) {
+  std::string command = prefix + " " + GRM_BINARY + " train-rm --config " + config.string() + " --out " +
+                        out.string() + " > " + out.string() + ".log 2>&1";
+  return std::system(command.c_str());
+}
+
+TEST(TrainRm, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
+  auto dir = temp_dir("ddp");
+  write_file_atomic((dir / "pairs.jsonl").string(), story_pairs(64, 3));
+  auto write_config = [&](const std::string& name, int batch) {
+    std::string yaml = fmt::format(
+        "model: tinystories-656k\nmax_length: 40\nthreads: 1\neval_fraction: 0\nlog_every: "
+        "1\ncheckpoint_every: 0\ndevice: cpu\n"  // MPI buckets, also on a machine with one GPU
+        "data: {{path: {}}}\nrm: {{method: grm, reg: sft, alpha: 0.1, head: linear}}\n"
+        "optim: {{lr: 0.0002, batch_size: {}, max_steps: 3, warmup_ratio: 0}}\n",
+        (dir / "pairs.jsonl").string(), batch);
+    write_file_atomic((dir / name).string(), yaml);
+  };
+  write_config("one.yaml", 8);
+  write_config("two.yaml", 4);
+  ASSERT_EQ(run_grm("", dir / "one.yaml", dir / "one"), 0) << read_file((dir / "one.log").string());
+  ASSERT_EQ(run_grm("mpirun --allow-run-as-root --oversubscribe -np 2", dir / "two.yaml", dir / "two"), 0)
+      << read_file((dir / "two.log").string());
+  auto one = weights_of(dir / "one/model"), two = weights_of(dir / "two/model");
+  EXPECT_LE(max_difference(one, two), 1e-5);
+  // And the training really moved the weights (the comparison is not between two untouched models).
+  auto base = load_causal_lm(resolve_model_path("tinystories-656k"))->hf_state_dict();
+  EXPECT_GT((one.at("model.norm.weight") - base.at("model.norm.weight")).abs().max().item<double>(), 1e-4);
+  fs::remove_all(dir);
+}
+
+}  // namespace
