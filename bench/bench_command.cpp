@@ -185,10 +185,9 @@ void run_bench_bon(const BenchBon& b) {
   auto tokenizer = load_tokenizer(dir);
   auto base = bench_dir("bon");
   auto scorer = make_model_scorer(fresh_reward_model(dir, base / "rm"));
-  GenerateOptions options;
+  GenerateOptions options = generate_options_for(model->config(), *tokenizer);
   options.max_new_tokens = b.new_tokens;
   options.batch_size = b.n;
-  options.eos_ids = model->config().eos_ids;
   double generate_seconds = 0, score_seconds = 0;
   int64_t tokens = 0, samples = 0;
   for (int64_t p = 0; p < b.prompts; ++p) {
@@ -257,11 +256,7 @@ void add_bench_command(CLI::App& app) {
   t->add_option("--tokenizer", tok->tokenizer, "model directory, tokenizer.json or .model file");
   t->add_option("--data", tok->data, "preference JSONL(.gz) whose chosen/rejected texts are encoded");
   t->add_option("--threads", tok->threads, "encoding threads");
-  t->callback([tok] {
-    std::string path =
-        std::filesystem::exists(tok->tokenizer) ? tok->tokenizer : resolve_model_path(tok->tokenizer);
-    bench_tokenize(path, tok->data, tok->threads);
-  });
+  t->callback([tok] { bench_tokenize(resolve_model_path(tok->tokenizer), tok->data, tok->threads); });
 
   auto rm = std::make_shared<BenchTrainRm>();
   auto* r = bench->add_subcommand("train-rm",

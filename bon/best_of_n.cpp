@@ -72,12 +72,9 @@ std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<st
   std::string model_dir = resolve_model_path(c.policy, config_dir);
   auto model = load_causal_lm(model_dir);
   auto tokenizer = load_tokenizer(model_dir);
-  GenerateOptions options;
+  GenerateOptions options = generate_options_for(model->config(), *tokenizer);
   options.max_new_tokens = c.max_new_tokens;
   options.sampling = c.sampling;
-  options.eos_ids = model->config().eos_ids;
-  if (options.eos_ids.empty() && tokenizer->eos_id) options.eos_ids = {*tokenizer->eos_id};
-  options.pad_id = tokenizer->pad_id.value_or(0);
   options.batch_size = c.n_max;
   if (done > 0) log::info("resuming sampling at prompt {} of {}", done, prompts.size());
   auto start = std::chrono::steady_clock::now();
@@ -148,7 +145,7 @@ std::vector<std::string> read_prompts(const std::string& path, const std::vector
     prompts.insert(prompts.end(), from_file.begin(), from_file.end());
   }
   if (limit > 0 && int64_t(prompts.size()) > limit) prompts.resize(size_t(limit));
-  if (prompts.empty()) fail("no prompts: set prompts (a JSONL file) or prompt_list");
+  if (prompts.empty()) fail("no prompts: set prompt_file (a JSONL file) or prompt_list");
   return prompts;
 }
 
@@ -184,7 +181,7 @@ void run_best_of_n(const BonConfig& c, const std::string& out_dir, const std::st
   if (!c.samples_from.empty()) {
     samples = read_samples(c.samples_from, false);
   } else {
-    auto prompts = read_prompts(c.prompts, c.prompt_list, c.n_prompts);
+    auto prompts = read_prompts(c.prompt_file, c.prompt_list, c.n_prompts);
     samples = sample_responses(c, prompts, out_dir, config_dir);
   }
   if (samples.empty()) fail("best-of-n: no samples");
@@ -206,35 +203,59 @@ void run_best_of_n(const BonConfig& c, const std::string& out_dir, const std::st
     return;
   }
   auto gold = by_prompt(scores_for("gold", c.gold, samples, out_dir, config_dir), n_prompts, n);
-  json curves = json::object();
+  BonCurves result{n, n_prompts, {}};
   std::string csv =
       "proxy,n,kl,proxy_mean,proxy_lo,proxy_hi,gold_mean,gold_lo,gold_hi,proxy_norm,gold_norm\n";
   for (const auto& [name, scorer] : proxies) {
     auto proxy = by_prompt(scores_for("proxy_" + name, scorer, samples, out_dir, config_dir), n_prompts, n);
     auto curve = best_of_n_curve(proxy, gold, c.bootstrap, c.seed);
-    json points = json::array();
     for (const auto& p : curve) {
-      points.push_back({{"n", p.n},
-                        {"kl", p.kl},
-                        {"proxy", p.proxy},
-                        {"gold", p.gold},
-                        {"proxy_norm", p.proxy_norm},
-                        {"gold_norm", p.gold_norm},
-                        {"proxy_lo", p.proxy_lo},
-                        {"proxy_hi", p.proxy_hi},
-                        {"gold_lo", p.gold_lo},
-                        {"gold_hi", p.gold_hi}});
       csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f}\n", name, p.n,
                          p.kl, p.proxy, p.proxy_lo, p.proxy_hi, p.gold, p.gold_lo, p.gold_hi, p.proxy_norm,
                          p.gold_norm);
     }
-    curves[name] = points;
     log::info("{}: best-of-{} proxy {:+.3f}, gold {:+.3f} (from n=1, KL {:.2f} nats)", name, curve.back().n,
               curve.back().proxy_norm, curve.back().gold_norm, curve.back().kl);
+    result.curves[name] = std::move(curve);
   }
-  json result = {{"n_max", n}, {"n_prompts", n_prompts}, {"curves", curves}};
   write_file_atomic((fs::path(out_dir) / "bon_curves.csv").string(), csv);
-  write_file_atomic((fs::path(out_dir) / "bon_curves.json").string(), result.dump(2));
+  write_file_atomic((fs::path(out_dir) / "bon_curves.json").string(), json(result).dump(2));
+}
+
+void to_json(json& out, const BonPoint& p) {
+  out = {{"n", p.n},
+         {"kl", p.kl},
+         {"proxy", p.proxy},
+         {"gold", p.gold},
+         {"proxy_norm", p.proxy_norm},
+         {"gold_norm", p.gold_norm},
+         {"proxy_lo", p.proxy_lo},
+         {"proxy_hi", p.proxy_hi},
+         {"gold_lo", p.gold_lo},
+         {"gold_hi", p.gold_hi}};
+}
+
+void from_json(const json& in, BonPoint& p) {
+  p.n = in.at("n").get<int64_t>();
+  p.kl = number_or_nan(in, "kl");
+  p.proxy = number_or_nan(in, "proxy");
+  p.gold = number_or_nan(in, "gold");
+  p.proxy_norm = number_or_nan(in, "proxy_norm");
+  p.gold_norm = number_or_nan(in, "gold_norm");
+  p.proxy_lo = number_or_nan(in, "proxy_lo");
+  p.proxy_hi = number_or_nan(in, "proxy_hi");
+  p.gold_lo = number_or_nan(in, "gold_lo");
+  p.gold_hi = number_or_nan(in, "gold_hi");
+}
+
+void to_json(json& out, const BonCurves& curves) {
+  out = {{"n_max", curves.n_max}, {"n_prompts", curves.n_prompts}, {"curves", curves.curves}};
+}
+
+void from_json(const json& in, BonCurves& curves) {
+  curves.n_max = in.value("n_max", int64_t(0));
+  curves.n_prompts = in.value("n_prompts", int64_t(0));
+  curves.curves = in.value("curves", decltype(curves.curves){});
 }
 
 }  // namespace grm

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "core/config.hpp"
 #include "policy/sampling_options.hpp"
 #include "rm/scorer.hpp"
@@ -18,8 +20,8 @@ namespace grm {
 
 struct BonConfig {
   std::string policy = "tinystories-656k";
-  std::string prompts;                   // JSONL of {"id", "prompt"}
-  std::vector<std::string> prompt_list;  // or inline prompts
+  std::string prompt_file;               // JSONL of {"id", "prompt"}; PPO spells its prompts the same way
+  std::vector<std::string> prompt_list;  // inline prompts, before those of the file
   int64_t n_prompts = 64;                // first n of the file (0: all)
   int64_t n_max = 256;
   int64_t max_new_tokens = 48;
@@ -34,8 +36,9 @@ struct BonConfig {
   template <class V>
   void visit(V& v) {
     v("policy", policy);
-    v("prompts", prompts);
+    v("prompt_file", prompt_file);
     v("prompt_list", prompt_list);
+    v.renamed("prompts", "prompt_file");
     v("n_prompts", n_prompts);
     v("n_max", n_max);
     v("max_new_tokens", max_new_tokens);
@@ -58,12 +61,12 @@ struct BonSample {
   int64_t tokens = 0;
 };
 
-// Prompts of a {"id", "prompt"} JSONL file (or the inline list), at most `limit` (0: all).
+// The inline prompts, then those of a {"id", "prompt"} JSONL file, at most `limit` (0: all).
 std::vector<std::string> read_prompts(const std::string& path, const std::vector<std::string>& inline_list,
                                       int64_t limit);
 
 // Samples (from samples_from, or generated into out_dir/samples.jsonl, resuming a partial file), then
-// scores and curves into out_dir: scores/<name>.json, bon_curves.json, bon_curves.csv.
+// scores and curves into out_dir: scores/<name>.json, bon_curves.json (BonCurves), bon_curves.csv.
 void run_best_of_n(const BonConfig& config, const std::string& out_dir, const std::string& config_dir = "");
 
 // The curve of one proxy: proxy[p][i], gold[p][i] for prompt p, sample i.
@@ -72,6 +75,20 @@ struct BonPoint {
   double kl = 0, proxy = 0, gold = 0, proxy_lo = 0, proxy_hi = 0, gold_lo = 0, gold_hi = 0, proxy_norm = 0,
          gold_norm = 0;
 };
+// The keys are the field names. "n" is required; a missing number reads as NaN (core/text_io.hpp).
+void to_json(nlohmann::json& json, const BonPoint& point);
+void from_json(const nlohmann::json& json, BonPoint& point);
+
+// bon_curves.json: {"n_max", "n_prompts", "curves": {proxy name: [BonPoint, ...]}}. A proxy given by
+// proxy_models is named after its stage folder, the proxy stage's id in a pipeline run.
+struct BonCurves {
+  int64_t n_max = 0;      // samples per prompt
+  int64_t n_prompts = 0;  // prompts the curves average over
+  std::map<std::string, std::vector<BonPoint>> curves;
+};
+void to_json(nlohmann::json& json, const BonCurves& curves);
+// A missing count reads as 0, missing curves as none.
+void from_json(const nlohmann::json& json, BonCurves& curves);
 std::vector<BonPoint> best_of_n_curve(const std::vector<std::vector<double>>& proxy,
                                       const std::vector<std::vector<double>>& gold, int64_t bootstrap,
                                       uint64_t seed = 0);

@@ -20,9 +20,21 @@ double best_of_n_expectation(const std::vector<double>& proxy, const std::vector
   auto log_choose = [](int64_t a, int64_t b) {
     return std::lgamma(double(a) + 1) - std::lgamma(double(b) + 1) - std::lgamma(double(a - b) + 1);
   };
+  // P(the sample at sorted rank i is the subset's maximum) = C(i-1, n-1) / C(N, n) for any fixed order of
+  // ties; summed over a tie group it is the chance the maximum falls in that group, and a uniformly random
+  // tie-break then picks each member of the group alike: the group contributes that chance times its mean.
   double log_total = log_choose(N, n), expectation = 0;
-  for (int64_t i = n; i <= N; ++i)  // i: 1-based rank by proxy
-    expectation += std::exp(log_choose(i - 1, n - 1) - log_total) * reward[size_t(order[size_t(i - 1)])];
+  for (int64_t begin = 0; begin < N;) {  // [begin, end): 0-based ranks of one group of equal proxy scores
+    int64_t end = begin + 1;
+    while (end < N && proxy[size_t(order[size_t(end)])] == proxy[size_t(order[size_t(begin)])]) ++end;
+    double chance = 0, reward_sum = 0;
+    for (int64_t r = begin; r < end; ++r) {
+      if (r + 1 >= n) chance += std::exp(log_choose(r, n - 1) - log_total);
+      reward_sum += reward[size_t(order[size_t(r)])];
+    }
+    expectation += chance * reward_sum / double(end - begin);
+    begin = end;
+  }
   return expectation;
 }
 

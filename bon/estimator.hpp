@@ -2,6 +2,8 @@
 //  - the unbiased estimate of the gold (or proxy) reward of the best-of-n choice, where "best" is by
 //    proxy score: with samples sorted by proxy ascending, E = sum_{i=n}^{N} C(i-1, n-1) / C(N, n) * r_(i),
 //    the probability that sample i is the proxy-maximum of a uniformly drawn n-subset (weights in log space);
+//    samples tied on the proxy share their group's probability, each getting the group's mean reward (a
+//    uniformly random tie-break), so a coarse proxy (an oracle, bf16 rewards) is not ranked by sample index;
 //  - KL(best-of-n || policy) = log n - (n-1)/n;
 //  - percentile bootstrap confidence intervals over prompts.
 #pragma once

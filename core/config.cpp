@@ -254,6 +254,32 @@ void Reader::check_unknown_keys() const {
   }
 }
 
+RenameCheck::RenameCheck(const YAML::Node& map, const Context& ctx) : ctx_(ctx) {
+  if (!map.IsMap()) return;
+  for (const auto& item : map) given_.push_back({item.first.Scalar(), item.first, item.second});
+}
+
+RenameCheck::RenameCheck(const std::string& key, bool last, const YAML::Node& value, const Context& ctx)
+    : ctx_(ctx) {
+  given_.push_back({key, value, last && value.IsDefined() ? std::optional<YAML::Node>(value) : std::nullopt});
+}
+
+void RenameCheck::renamed(const std::string& old_spelling, const std::string& new_spelling) const {
+  std::size_t colon = old_spelling.find(": ");
+  std::string key = old_spelling.substr(0, colon);
+  for (const auto& given : given_) {
+    if (given.key != key) continue;
+    if (colon == std::string::npos) {
+      fail("{}: '{}' was renamed to '{}'", location(ctx_.file, given.at), join_key(ctx_.path, old_spelling),
+           join_key(ctx_.path, new_spelling));
+    }
+    if (given.value && given.value->IsScalar() && given.value->Scalar() == old_spelling.substr(colon + 2)) {
+      fail("{}: '{}' was renamed to '{}'", location(ctx_.file, *given.value),
+           join_key(ctx_.path, old_spelling), join_key(ctx_.path, new_spelling));
+    }
+  }
+}
+
 void unknown_key(const Context& ctx, const YAML::Node& key_node, const std::string& key,
                  const std::vector<std::string>& known) {
   fail("{}: unknown key '{}' (known: {})", location(ctx.file, key_node), join_key(ctx.path, key),

@@ -13,6 +13,12 @@
 // is) and nested structs with `visit`. A struct may also define `void validate() const` that throws
 // grm::Error; it runs after the struct is read and its message is prefixed with the file and line.
 // Keys missing from the YAML keep their defaults; unknown keys are errors.
+//
+// An old spelling stays an error that names its replacement: beside the fields,
+//     v.renamed("lr_schedule", "optim.schedule");        // a key that moved (the new one from this struct)
+//     v.renamed("finetune: frozen", "method: frozen");   // a value spelled differently now
+// makes YAML, `--set` and sweep keys using the old one fail with "FILE:LINE: 'lr_schedule' was renamed to
+// 'optim.schedule'", whatever the order of the calls in visit.
 #pragma once
 
 #include <cstdint>
@@ -90,6 +96,7 @@ struct is_optional<std::optional<T>> : std::true_type {};
 struct AnyVisitor {
   template <class... Args>
   void operator()(Args&&...) {}
+  void renamed(const char*, const char*) {}
 };
 template <class T, class = void>
 struct has_visit : std::false_type {};
@@ -120,6 +127,7 @@ class Reader {
     Context child{ctx_.file, join_key(ctx_.path, name), choices.empty() ? nullptr : &choices};
     decode(value, field, child);
   }
+  void renamed(const char*, const char*) {}  // RenameCheck has looked for old spellings already
   void check_unknown_keys() const;
 
  private:
@@ -128,9 +136,34 @@ class Reader {
   std::vector<std::string> known_;
 };
 
+// Looks for the old spellings of one struct's `v.renamed(old, new)` calls in what is given for it. It runs
+// before the fields are read, so an old key fails as renamed rather than as unknown, and an old value
+// rather than as a bad choice.
+class RenameCheck {
+ public:
+  // Every key of the map being read.
+  RenameCheck(const YAML::Node& map, const Context& ctx);
+  // One key of a dotted path (`--set`, sweep keys); `value` is what the path sets when the key is its last.
+  RenameCheck(const std::string& key, bool last, const YAML::Node& value, const Context& ctx);
+  template <class T>
+  void operator()(const char*, T&, const Choices& = {}) {}
+  void renamed(const std::string& old_spelling, const std::string& new_spelling) const;
+
+ private:
+  struct Given {
+    std::string key;
+    YAML::Node at;  // where messages point
+    std::optional<YAML::Node> value;
+  };
+  std::vector<Given> given_;
+  const Context& ctx_;
+};
+
 template <class T>
 void decode_struct(const YAML::Node& node, T& out, const Context& ctx) {
   require(node.IsMap() || node.IsNull(), ctx, node, "a map");
+  RenameCheck renames(node, ctx);
+  out.visit(renames);
   Reader reader(node, ctx);
   out.visit(reader);
   reader.check_unknown_keys();
@@ -204,6 +237,7 @@ class Writer {
   void operator()(const char* name, const T& field, const Choices& = {}) {
     node_[name] = encode(field);
   }
+  void renamed(const char*, const char*) {}
   YAML::Node node_{YAML::NodeType::Map};
 };
 
@@ -257,6 +291,7 @@ class PathVisitor {
     Context child{ctx_.file, join_key(ctx_.path, name), choices.empty() ? nullptr : &choices};
     resolve(field, segments_, index_ + 1, value_, child);
   }
+  void renamed(const char*, const char*) {}  // RenameCheck has looked for old spellings already
   bool found_ = false;
   std::vector<std::string> known_;
 
@@ -277,6 +312,8 @@ void resolve(T& field, const std::vector<std::string>& segments, std::size_t ind
     return;
   }
   if constexpr (has_visit<T>::value) {
+    RenameCheck renames(segments[index], index + 1 == segments.size(), value, ctx);
+    field.visit(renames);
     PathVisitor visitor(segments, index, value, ctx);
     field.visit(visitor);
     if (!visitor.found_) unknown_key(ctx, value, segments[index], visitor.known_);

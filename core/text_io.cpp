@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -68,6 +69,11 @@ nlohmann::json read_json_file(const std::string& file) {
 std::optional<nlohmann::json> read_json_file_if_exists(const std::string& file) {
   if (!std::filesystem::exists(file)) return std::nullopt;
   return read_json_file(file);
+}
+
+double number_or_nan(const nlohmann::json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_number() ? it->get<double>() : std::nan("");
 }
 
 }  // namespace grm

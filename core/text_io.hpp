@@ -19,4 +19,9 @@ nlohmann::json read_json_file(const std::string& file);
 // The same, or nullopt when the file does not exist.
 std::optional<nlohmann::json> read_json_file_if_exists(const std::string& file);
 
+// object[key] as a number, NaN when it is missing or not a number (null is how JSON writes NaN): the
+// results' from_json functions read optional numbers with it, so a file from an older run still loads
+// and a reader can tell "not recorded" from 0.
+double number_or_nan(const nlohmann::json& object, const char* key);
+
 }  // namespace grm

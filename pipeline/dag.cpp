@@ -143,7 +143,7 @@ struct Node {
   const StageSpec* spec = nullptr;
   std::vector<std::size_t> deps;  // indices into the stage list
   std::string dir;
-  std::string state = "pending";
+  StageState state = StageState::pending;
   bool cached = false;
   pid_t pid = 0;
   int ranks = 1;
@@ -227,7 +227,7 @@ class Runner {
   void find_finished_and_orphans() {
     for (auto& node : nodes_) {
       if (fs::exists(node.dir + "/DONE")) {
-        node.state = "done";
+        node.state = StageState::done;
         node.cached = true;
         continue;
       }
@@ -253,7 +253,7 @@ class Runner {
   RunResult dry_run() {
     for (auto& node : nodes_) {
       if (fs::exists(node.dir + "/DONE")) {
-        node.state = "done";
+        node.state = StageState::done;
         node.cached = true;
         continue;
       }
@@ -268,7 +268,7 @@ class Runner {
   bool reap_finished() {
     bool changed = false;
     for (auto& node : nodes_) {
-      if (node.state != "running") continue;
+      if (node.state != StageState::running) continue;
       auto status = poll_process(node.pid);
       if (!status) continue;
       changed = true;
@@ -281,10 +281,10 @@ class Runner {
       if (status->ok()) {
         json done = {{"id", node.spec->id}, {"seconds", node.seconds}, {"finished", std::time(nullptr)}};
         write_file_atomic(node.dir + "/DONE", done.dump() + "\n");
-        node.state = "done";
+        node.state = StageState::done;
         event(fmt::format("done    {} in {}", node.spec->id, format_seconds(node.seconds)));
       } else {
-        node.state = "failed";
+        node.state = StageState::failed;
         event(fmt::format("FAILED  {} ({}) after {}; log: {}/log.txt", node.spec->id, status->describe(),
                           format_seconds(node.seconds), node.dir));
       }
@@ -296,12 +296,13 @@ class Runner {
   bool skip_dependants_of_failures() {
     bool changed = false;
     for (auto& node : nodes_) {
-      if (node.state != "pending") continue;
+      if (node.state != StageState::pending) continue;
       for (std::size_t dep : node.deps) {
         const Node& upstream = nodes_[dep];
-        if (upstream.state != "failed" && upstream.state != "skipped") continue;
-        node.state = "skipped";
-        node.skipped_because = upstream.state == "failed" ? upstream.spec->id : upstream.skipped_because;
+        if (upstream.state != StageState::failed && upstream.state != StageState::skipped) continue;
+        node.state = StageState::skipped;
+        node.skipped_because =
+            upstream.state == StageState::failed ? upstream.spec->id : upstream.skipped_because;
         event(fmt::format("skip    {} (needs {}, which failed)", node.spec->id, node.skipped_because));
         changed = true;
         break;
@@ -313,9 +314,9 @@ class Runner {
   bool launch_ready() {
     bool changed = false;
     for (auto& node : nodes_) {
-      if (node.state != "pending") continue;
+      if (node.state != StageState::pending) continue;
       bool ready = std::all_of(node.deps.begin(), node.deps.end(),
-                               [&](std::size_t dep) { return nodes_[dep].state == "done"; });
+                               [&](std::size_t dep) { return nodes_[dep].state == StageState::done; });
       // A stage larger than the free budget waits; it runs alone if it is larger than the whole budget.
       if (!ready || (used_cores_ > 0 && used_cores_ + node.cores_needed > max_cores_)) continue;
       if (std::count(gpu_free_.begin(), gpu_free_.end(), true) < node.gpus_needed) continue;
@@ -349,13 +350,13 @@ class Runner {
     } catch (const Error& error) {
       // Like a stage that failed at once: its dependants are skipped, the others still run.
       append_line(node.dir + "/log.txt", error.what());
-      node.state = "failed";
+      node.state = StageState::failed;
       node.gpu_ids.clear();
       node.exit = ExitStatus{127, 0};
       event(fmt::format("FAILED  {} ({})", spec.id, error.what()));
       return;
     }
-    node.state = "running";
+    node.state = StageState::running;
     used_cores_ += node.cores_needed;
     for (int gpu : node.gpu_ids) gpu_free_[gpu] = false;
     write_file_atomic(node.dir + "/pid", fmt::format("{} {}\n", node.pid, host_name()));
@@ -377,9 +378,9 @@ class Runner {
     std::size_t done = 0, failed = 0;
     std::string running;
     for (const auto& node : nodes_) {
-      done += node.state == "done";
-      failed += node.state == "failed";
-      if (node.state != "running") continue;
+      done += node.state == StageState::done;
+      failed += node.state == StageState::failed;
+      if (node.state != StageState::running) continue;
       double seconds = std::chrono::duration<double>(Clock::now() - node.started).count();
       std::string id = node.spec->id.substr(0, node.spec->name.size() + 5);
       auto lines = last_lines(node.dir + "/log.txt", 1);
@@ -404,22 +405,21 @@ class Runner {
     json stages = json::array();
     for (const auto& node : nodes_) {
       const StageSpec& spec = *node.spec;
-      std::vector<std::string> deps;
-      for (std::size_t dep : node.deps) deps.push_back(nodes_[dep].spec->id);
-      stages.push_back({{"id", spec.id},
-                        {"name", spec.name},
-                        {"subcommand", spec.subcommand},
-                        {"deps", deps},
-                        {"labels", spec.labels},
-                        {"ranks", node.ranks},
-                        {"cores", spec.cores},
-                        {"state", node.state},
-                        {"cached", node.cached},
-                        {"exit_code", node.exit.code},
-                        {"signal", node.exit.signal},
-                        {"seconds", node.seconds},
-                        {"skipped_because", node.skipped_because},
-                        {"dir", "stages/" + spec.id}});
+      DagStage stage;
+      stage.id = spec.id;
+      stage.name = spec.name;
+      stage.subcommand = spec.subcommand;
+      for (std::size_t dep : node.deps) stage.deps.push_back(nodes_[dep].spec->id);
+      stage.labels = spec.labels;
+      stage.ranks = node.ranks;
+      stage.cores = spec.cores;
+      stage.state = node.state;
+      stage.cached = node.cached;
+      stage.exit = node.exit;
+      stage.seconds = node.seconds;
+      stage.skipped_because = node.skipped_because;
+      stage.dir = "stages/" + spec.id;
+      stages.push_back(stage);
     }
     json dag = {{"version", 1},
                 {"launcher", options_.launcher},
@@ -431,7 +431,7 @@ class Runner {
 
   RunResult result() const {
     RunResult result;
-    std::map<std::string, int> counts;
+    std::map<StageState, int> counts;
     int cached = 0;
     std::string failures;
     for (const auto& node : nodes_) {
@@ -440,7 +440,7 @@ class Runner {
       result.stages.push_back(outcome);
       ++counts[node.state];
       cached += node.cached;
-      if (node.state != "failed") continue;
+      if (node.state != StageState::failed) continue;
       failures +=
           fmt::format("FAILED {}: {}; log: {}/log.txt\n", node.spec->id, node.exit.describe(), node.dir);
       for (const auto& line : last_lines(node.dir + "/log.txt", 5)) {
@@ -453,10 +453,10 @@ class Runner {
       if (!skipped.empty())
         failures += fmt::format("  skipped because of it: {}\n", fmt::join(skipped, ", "));
     }
-    result.ok = counts["done"] == static_cast<int>(nodes_.size());
-    result.summary =
-        fmt::format("{} stages: {} done ({} cached), {} failed, {} skipped, {} pending\n{}", nodes_.size(),
-                    counts["done"], cached, counts["failed"], counts["skipped"], counts["pending"], failures);
+    result.ok = counts[StageState::done] == static_cast<int>(nodes_.size());
+    result.summary = fmt::format("{} stages: {} done ({} cached), {} failed, {} skipped, {} pending\n{}",
+                                 nodes_.size(), counts[StageState::done], cached, counts[StageState::failed],
+                                 counts[StageState::skipped], counts[StageState::pending], failures);
     return result;
   }
 
@@ -550,46 +550,119 @@ RunResult run_dag(const std::vector<StageSpec>& stages, const RunOptions& option
   }
 }
 
-std::vector<StageStatus> read_dag_status(const std::string& run_dir) {
+namespace {
+
+// Every state, in the order `grm status` counts them.
+constexpr StageState kStates[] = {StageState::done,    StageState::running,     StageState::failed,
+                                  StageState::skipped, StageState::interrupted, StageState::pending};
+
+}  // namespace
+
+const char* to_string(StageState state) {
+  switch (state) {
+    case StageState::pending:
+      return "pending";
+    case StageState::running:
+      return "running";
+    case StageState::done:
+      return "done";
+    case StageState::failed:
+      return "failed";
+    case StageState::skipped:
+      return "skipped";
+    case StageState::interrupted:
+      return "interrupted";
+  }
+  fail("stage state {} is not one of the StageState values", static_cast<int>(state));
+}
+
+StageState stage_state_from_string(const std::string& text) {
+  std::vector<std::string> known;
+  for (StageState state : kStates) {
+    if (text == to_string(state)) return state;
+    known.push_back(to_string(state));
+  }
+  fail("unknown stage state '{}' (known: {})", text, fmt::join(known, ", "));
+}
+
+void to_json(json& out, const DagStage& stage) {
+  out = {{"id", stage.id},
+         {"name", stage.name},
+         {"subcommand", stage.subcommand},
+         {"deps", stage.deps},
+         {"labels", stage.labels},
+         {"ranks", stage.ranks},
+         {"cores", stage.cores},
+         {"state", to_string(stage.state)},
+         {"cached", stage.cached},
+         {"exit_code", stage.exit.code},
+         {"signal", stage.exit.signal},
+         {"seconds", stage.seconds},
+         {"skipped_because", stage.skipped_because},
+         {"dir", stage.dir}};
+}
+
+void from_json(const json& in, DagStage& stage) {
+  const DagStage defaults;
+  stage.id = in.at("id").get<std::string>();
+  stage.name = in.value("name", defaults.name);
+  stage.subcommand = in.value("subcommand", defaults.subcommand);
+  stage.deps = in.value("deps", defaults.deps);
+  stage.labels = in.value("labels", defaults.labels);
+  stage.ranks = in.value("ranks", defaults.ranks);
+  stage.cores = in.value("cores", defaults.cores);
+  stage.state = stage_state_from_string(in.value("state", std::string(to_string(defaults.state))));
+  stage.cached = in.value("cached", defaults.cached);
+  stage.exit =
+      ExitStatus{in.value("exit_code", defaults.exit.code), in.value("signal", defaults.exit.signal)};
+  stage.seconds = in.value("seconds", defaults.seconds);
+  stage.skipped_because = in.value("skipped_because", defaults.skipped_because);
+  stage.dir = in.value("dir", "stages/" + stage.id);
+}
+
+std::vector<DagStage> read_dag(const std::string& run_dir) {
   std::string path = run_dir + "/dag.json";
   if (!fs::exists(path))
     fail("{}: not found; is {} a grm run directory? (grm run writes dag.json)", path, run_dir);
   json dag = json::parse(read_file(path), nullptr, false);
-  if (dag.is_discarded() || !dag.contains("stages")) fail("{}: not a valid dag.json; re-run grm run", path);
-  std::map<std::string, std::string> names;
-  for (const auto& stage : dag["stages"]) names[stage.value("id", "")] = stage.value("name", "");
+  if (dag.is_discarded() || !dag.is_object() || !dag.contains("stages") || !dag["stages"].is_array())
+    fail("{}: not a valid dag.json; re-run grm run", path);
+  std::vector<DagStage> stages;
+  for (const auto& entry : dag["stages"]) {
+    try {
+      stages.push_back(entry.get<DagStage>());
+    } catch (const std::exception& error) {  // grm::Error (the state) or a json type or key error
+      fail("{}: stage {} of {}: {}", path, stages.size() + 1, dag["stages"].size(), error.what());
+    }
+  }
+  return stages;
+}
+
+std::vector<StageStatus> read_dag_status(const std::string& run_dir) {
   std::vector<StageStatus> result;
-  for (const auto& stage : dag["stages"]) {
-    StageStatus status;
-    status.id = stage.value("id", "");
-    status.name = stage.value("name", "");
-    status.subcommand = stage.value("subcommand", "");
-    status.deps = stage.value("deps", std::vector<std::string>{});
-    status.labels = stage.value("labels", std::map<std::string, std::string>{});
-    std::string dir = run_dir + "/" + stage.value("dir", "stages/" + status.id);
-    std::string recorded = stage.value("state", "pending");
+  for (auto& stage : read_dag(run_dir)) {
+    StageStatus status{std::move(stage), ""};
+    std::string dir = run_dir + "/" + status.dir;
+    StageState recorded = status.state;
     auto pid_file = read_pid_file(dir);
     if (fs::exists(dir + "/DONE")) {
-      status.state = "done";
+      status.state = StageState::done;
     } else if (pid_file && pid_file->host != host_name()) {
-      status.state = "running";
+      status.state = StageState::running;
       status.detail = fmt::format("pid {} on {}", pid_file->pid, pid_file->host);
     } else if (pid_file && process_running(pid_file->pid, absolute_path(dir))) {
-      status.state = "running";
+      status.state = StageState::running;
       auto lines = last_lines(dir + "/log.txt", 1);
       status.detail = fmt::format("pid {}{}", pid_file->pid, lines.empty() ? "" : ": " + lines.back());
-    } else if (recorded == "failed") {
-      status.state = "failed";
-      ExitStatus exit{stage.value("exit_code", 1), stage.value("signal", 0)};
-      status.detail = exit.describe() + "; log: " + dir + "/log.txt";
-    } else if (recorded == "skipped") {
-      status.state = "skipped";
-      status.detail = "needs " + stage.value("skipped_because", std::string("a failed stage"));
-    } else if (recorded == "running" || pid_file) {
-      status.state = "interrupted";
+    } else if (recorded == StageState::failed) {
+      status.detail = status.exit.describe() + "; log: " + dir + "/log.txt";
+    } else if (recorded == StageState::skipped) {
+      status.detail = "needs " + (status.skipped_because.empty() ? "a failed stage" : status.skipped_because);
+    } else if (recorded == StageState::running || pid_file) {
+      status.state = StageState::interrupted;
       status.detail = "its process is gone; grm run resumes it";
     } else {
-      status.state = "pending";
+      status.state = StageState::pending;
     }
     result.push_back(std::move(status));
   }
@@ -597,7 +670,7 @@ std::vector<StageStatus> read_dag_status(const std::string& run_dir) {
 }
 
 std::string format_dag_status(const std::vector<StageStatus>& stages) {
-  std::map<std::string, int> counts;
+  std::map<StageState, int> counts;
   std::map<std::string, std::string> names;
   std::size_t id_width = 5, label_width = 6;
   for (const auto& stage : stages) {
@@ -607,8 +680,8 @@ std::string format_dag_status(const std::vector<StageStatus>& stages) {
     label_width = std::max(label_width, format_labels(stage.labels).size());
   }
   std::string text = fmt::format("{} stages:", stages.size());
-  for (const char* state : {"done", "running", "failed", "skipped", "interrupted", "pending"}) {
-    if (counts[state]) text += fmt::format(" {} {}", counts[state], state);
+  for (StageState state : kStates) {
+    if (counts[state]) text += fmt::format(" {} {}", counts[state], to_string(state));
   }
   text += fmt::format("\n{:<12}{:<{}}  {:<{}}  {}\n", "STATE", "STAGE", id_width, "LABELS", label_width,
                       "NEEDS / DETAIL");
@@ -623,7 +696,7 @@ std::string format_dag_status(const std::vector<StageStatus>& stages) {
     std::string detail = needs_text.empty()     ? stage.detail
                          : stage.detail.empty() ? needs_text
                                                 : needs_text + "; " + stage.detail;
-    text += fmt::format("{:<12}{:<{}}  {:<{}}  {}\n", stage.state, stage.id, id_width,
+    text += fmt::format("{:<12}{:<{}}  {:<{}}  {}\n", to_string(stage.state), stage.id, id_width,
                         format_labels(stage.labels), label_width, detail);
   }
   return text;

@@ -1,11 +1,15 @@
 // The stage DAG and its runner. An experiment becomes a list of stages, each a `grm` subcommand run in
 // its own process with its own output directory:
 //
-//   RUN_DIR/stages/<id>/config.yaml   the resolved stage config (what the id hashes)
+//   RUN_DIR/stages/<id>/config.yaml   the planned stage config: every field, inputs still "@NAME/...";
+//                                     what the id hashes
+//                       config.resolved.yaml  the stage's resolved config, written by the stage itself
+//                                     (pipeline/stage_args.hpp): what it ran with, inputs substituted
 //                       log.txt       the stage's stdout and stderr, appended on every attempt
 //                       pid           "PID HOST" while it runs (for `grm status`)
 //                       DONE          written atomically by the runner after the process exits 0
-//   RUN_DIR/dag.json                  stages, deps, labels and states; rewritten on every change
+//   RUN_DIR/dag.json                  {"version", "launcher", "max_cores", "updated", "stages": [DagStage]};
+//                                     rewritten on every change
 //
 // A stage runs as
 //   GRM_EXE <subcommand> --config <dir>/config.yaml --out <dir> [--input NAME=DIR ...]
@@ -29,15 +33,25 @@
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json_fwd.hpp>
 
 #include "cluster/launcher.hpp"
 
 namespace grm {
 
+// Where a stage stands. The runner records pending, running, done, failed and skipped in dag.json;
+// `interrupted` (recorded running or with a pid file, but its process is gone) is only ever derived by
+// read_dag_status.
+enum class StageState { pending, running, done, failed, skipped, interrupted };
+// The words dag.json, `grm status` and the report use: "pending", "running", ...
+const char* to_string(StageState state);
+// The inverse of to_string; any other text throws grm::Error naming it and the known states.
+StageState stage_state_from_string(const std::string& text);
+
 struct StageSpec {
   std::string name;               // role in the experiment ("gold_rm", "proxy_rm", "bon"); names inputs
   std::string subcommand;         // the grm subcommand that runs it ("train-rm")
-  YAML::Node config;              // the resolved stage config
+  YAML::Node config;              // the planned stage config, written to config.yaml
   std::vector<std::string> deps;  // ids of the stages whose outputs it reads
   int ranks = 1;                  // processes; > 1: data-parallel through the launcher
   int cores = 1;                  // cores per rank (OMP_NUM_THREADS); the budget counts ranks * cores
@@ -79,8 +93,8 @@ struct RunOptions {
 
 struct StageOutcome {
   std::string id;
-  std::string state;    // done | failed | skipped | pending (dry run, or not reached)
-  bool cached = false;  // DONE was already there
+  StageState state = StageState::pending;  // done, failed, skipped; pending: dry run, or not reached
+  bool cached = false;                     // DONE was already there
   ExitStatus exit;
   double seconds = 0;
   std::string dir;
@@ -98,14 +112,33 @@ struct RunResult {
 // another `grm run` holds the run directory.
 RunResult run_dag(const std::vector<StageSpec>& stages, const RunOptions& options);
 
-struct StageStatus {
+// One stage of RUN_DIR/dag.json: what the runner writes, and what `grm status` and the report read.
+struct DagStage {
   std::string id, name, subcommand;
-  std::vector<std::string> deps;
+  std::vector<std::string> deps;  // ids, in `--input` order
   std::map<std::string, std::string> labels;
-  std::string state;   // done | running | failed | skipped | interrupted | pending
+  int ranks = 1, cores = 1;
+  StageState state = StageState::pending;  // as the runner last recorded it
+  bool cached = false;                     // DONE was there before this run
+  ExitStatus exit;                         // of a finished or failed process ("exit_code", "signal")
+  double seconds = 0;
+  std::string skipped_because;  // a skipped stage: the failed stage upstream of it
+  std::string dir;              // relative to the run directory: "stages/<id>"
+};
+void to_json(nlohmann::json& json, const DagStage& stage);
+// Only "id" is required: a dag.json written by hand or by an older grm may leave out any other field,
+// which then keeps its default above (dir: "stages/<id>"). An unknown state is an error.
+void from_json(const nlohmann::json& json, DagStage& stage);
+
+// The stages of RUN_DIR/dag.json in run order, through from_json. Throws grm::Error naming the file when
+// it is missing or not a dag.json, and the stage when one cannot be read.
+std::vector<DagStage> read_dag(const std::string& run_dir);
+
+// A dag.json stage with its state made live from the markers on disk: DONE, a pid file whose process
+// runs (running), or one whose process is gone (interrupted).
+struct StageStatus : DagStage {
   std::string detail;  // exit status, pid and host, or the last log line of a running stage
 };
-// The DAG of a run directory with states from the markers on disk (DONE, live pid) and dag.json.
 std::vector<StageStatus> read_dag_status(const std::string& run_dir);
 std::string format_dag_status(const std::vector<StageStatus>& stages);
 

@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <fmt/ranges.h>  // fmt::join (in fmt/format.h before fmt 11)
+
 #include "bon/best_of_n.hpp"
 #include "core/error.hpp"
 #include "policy/model_path.hpp"
@@ -30,6 +32,35 @@ StageSpec stage(std::string name, std::string subcommand, YAML::Node config, std
   return spec;
 }
 
+// Sizes that cannot work together, found before any stage runs (each message names the keys to change).
+void check_sizes(const Experiment& e, const std::string& path) {
+  const WorldConfig& w = e.world;
+  if (e.data.size > w.n_pool_pairs)
+    fail(
+        "{}: data.size {} is larger than the labelled pool (world.n_pool_pairs {}); lower data.size or raise "
+        "world.n_pool_pairs",
+        path, e.data.size, w.n_pool_pairs);
+  if (e.data.size < 2)
+    fail("{}: data.size {} leaves the proxy nothing to learn from; use at least 2", path, e.data.size);
+  if (!w.ood_families.empty() &&
+      (w.n_gold_ood_prompts < 1 || w.n_gold_pairs < 1 + int64_t(w.ood_families.size())))
+    fail(
+        "{}: the gold RM labels the OOD families {} but would be trained on no pairs of them "
+        "(world.n_gold_ood_prompts {}, world.n_gold_pairs {}); raise them",
+        path, fmt::format("{}", fmt::join(w.ood_families, ", ")), w.n_gold_ood_prompts, w.n_gold_pairs);
+  if (e.bon.enabled && e.bon.config.n_prompts > w.n_test_prompts)
+    fail(
+        "{}: bon.config.n_prompts {} is more than the held-out prompts (world.n_test_prompts {}); lower it "
+        "or "
+        "raise world.n_test_prompts",
+        path, e.bon.config.n_prompts, w.n_test_prompts);
+  if (e.ppo.enabled && e.ppo.config.n_eval_prompts > w.n_test_prompts)
+    fail(
+        "{}: ppo.config.n_eval_prompts {} is more than the held-out prompts (world.n_test_prompts {}); lower "
+        "it or raise world.n_test_prompts",
+        path, e.ppo.config.n_eval_prompts, w.n_test_prompts);
+}
+
 }  // namespace
 
 std::string method_label(const RmConfig& rm) {
@@ -44,6 +75,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
   Plan plan;
   plan.base = read_config<Experiment>(root, path);
   const Experiment& base = plan.base;
+  check_sizes(base, path);
   std::string config_dir = fs::absolute(path).parent_path().string();
   std::string policy_dir = resolve_model_path(base.policy, config_dir);
   plan.run_dir = fs::absolute(base.run_dir.empty() ? fs::path("runs") / base.name : fs::path(base.run_dir))
@@ -59,7 +91,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
   std::string world_id = add_stage(stages, world_spec);
 
   TrainRmConfig gold;
-  gold.model = policy_dir;
+  gold.model = base.gold.model.empty() ? policy_dir : resolve_model_path(base.gold.model, config_dir);
   gold.max_length = base.gold.max_length;
   gold.seed = base.world.seed + 1000;  // a head initialisation of its own, unlike any proxy's
   gold.data.path = "@world/gold_pairs.jsonl";
@@ -77,6 +109,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
   std::vector<std::string> proxy_ids;
   for (const auto& point : expand_sweep(root, path, config_key_check<Experiment>())) {
     Experiment e = read_config<Experiment>(point.config, path);
+    check_sizes(e, path);
     // Settings a method does not read are reset, so that sweeping alpha leaves one baseline, not five.
     if (e.rm.method != "grm")
       e.rm.alpha = RmConfig().alpha, e.rm.beta = RmConfig().beta, e.rm.reg = RmConfig().reg;
@@ -94,6 +127,8 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
     proxy.seed = e.seed;
     proxy.data.path = "@label/proxy_pairs.jsonl";
     proxy.data.limit = e.data.size;
+    // `label` writes the gold RM's reward gap as each pair's margin; only the margin loss reads it.
+    if (e.rm.method == "margin") proxy.data.margin_field = "margin";
     proxy.eval_fraction = 0;
     proxy.rm = e.rm;
     proxy.optim = e.train;
@@ -117,8 +152,10 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
         std::find(e.ppo.methods.begin(), e.ppo.methods.end(), method_label(e.rm)) != e.ppo.methods.end()) {
       PpoConfig ppo = e.ppo.config;
       ppo.policy = policy_dir;
-      ppo.prompts_train = "@world/prompts_train.jsonl";
-      ppo.prompts_eval = "@world/prompts_test.jsonl";
+      ppo.prompt_file = "@world/prompts_train.jsonl";
+      ppo.prompt_list.clear();
+      ppo.eval_prompt_file = "@world/prompts_test.jsonl";
+      ppo.eval_prompt_list.clear();
       ppo.proxy = ScorerConfig();
       ppo.proxy.model = "@proxy_rm/model";
       ppo.gold = ScorerConfig();
@@ -132,17 +169,22 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
   }
 
   if (base.bon.enabled) {
-    BonConfig samples;
+    // One sampling stage for every proxy, then one scoring stage; each takes its part of bon.config.
+    BonConfig samples = base.bon.config;
     samples.policy = policy_dir;
-    samples.prompts = "@world/prompts_test.jsonl";
-    samples.n_prompts = base.bon.n_prompts;
-    samples.n_max = base.bon.n_max;
-    samples.max_new_tokens = base.bon.max_new_tokens;
-    samples.sampling.temperature = base.bon.temperature;
+    samples.prompt_file = "@world/prompts_test.jsonl";
+    samples.prompt_list.clear();
     samples.seed = base.world.seed;
+    samples.samples_from.clear();
+    samples.proxies.clear();
+    samples.proxy_models.clear();
+    samples.gold = ScorerConfig();
+    samples.bootstrap = BonConfig().bootstrap;  // read when scoring: a new value re-scores, not re-samples
     std::string samples_id =
         add_stage(stages, stage("bon_samples", "bon", to_yaml(samples), {world_id}, 1, cores));
     BonConfig bon;
+    bon.bootstrap = base.bon.config.bootstrap;
+    bon.threads = base.bon.config.threads;
     bon.samples_from = "@bon_samples/samples.jsonl";
     bon.gold.model = "@gold_rm/model";
     bon.gold.serve = base.gold.serve;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bon/best_of_n.hpp"
 #include "core/config.hpp"
 #include "pipeline/dag.hpp"
 #include "pipeline/sweep.hpp"
@@ -33,12 +34,16 @@ struct LauncherConfig {
 };
 
 struct GoldSection {
+  // The gold RM's backbone: directory or name (policy/model_path.hpp); empty: the policy. A backbone of its
+  // own (and its own tokenizer: scoring goes through text) is how real gold RMs differ from the policy.
+  std::string model;
   RmConfig rm;
   OptimConfig optim;
   int64_t max_length = 128;
   bool serve = false;  // BoN and PPO score through a `grm serve` process of the gold RM (HTTP)
   template <class V>
   void visit(V& v) {
+    v("model", model);
     v("serve", serve);
     v("rm", rm);
     v("optim", optim);
@@ -58,24 +63,35 @@ struct DataSection {
 
 struct BonSection {
   bool enabled = true;
-  int64_t n_max = 64;
-  int64_t n_prompts = 32;
-  int64_t max_new_tokens = 48;
-  double temperature = 1.0;
+  // bon/best_of_n.hpp; policy, prompts, seed, samples_from, proxies and gold are filled in by the plan.
+  // Fewer samples than `grm bon` draws by default: every proxy of a sweep scores all of them.
+  BonConfig config = [] {
+    BonConfig c;
+    c.n_max = 64;
+    c.n_prompts = 32;
+    return c;
+  }();
   template <class V>
   void visit(V& v) {
     v("enabled", enabled);
-    v("n_max", n_max);
-    v("n_prompts", n_prompts);
-    v("max_new_tokens", max_new_tokens);
-    v("temperature", temperature);
+    v("config", config);
+    v.renamed("n_max", "config.n_max");
+    v.renamed("n_prompts", "config.n_prompts");
+    v.renamed("max_new_tokens", "config.max_new_tokens");
+    v.renamed("temperature", "config.temperature");
   }
 };
 
 struct PpoSection {
   bool enabled = true;
   std::vector<std::string> methods = {"bt", "grm"};  // proxies of these methods get a PPO run
-  PpoConfig config;  // ppo/ppo.hpp; policy, prompts, proxy, gold and seed are filled in by the plan
+  // ppo/ppo.hpp; policy, prompts, proxy, gold and seed are filled in by the plan. It evaluates on the
+  // world's held-out prompts, so by default on as many as the world holds (world.n_test_prompts).
+  PpoConfig config = [] {
+    PpoConfig c;
+    c.n_eval_prompts = WorldConfig().n_test_prompts;
+    return c;
+  }();
   template <class V>
   void visit(V& v) {
     v("enabled", enabled);
@@ -119,12 +135,15 @@ struct Experiment {
 };
 
 struct Plan {
-  Experiment base;                // the experiment without sweep values
+  Experiment base;                // without sweep values; `grm run` writes it, the experiment's
+                                  // resolved config, to RUN_DIR/experiment.yaml
   std::vector<StageSpec> stages;  // in a valid run order
   std::string run_dir;
 };
 
-// Loads, applies --set overrides, validates (every sweep point too) and plans the DAG.
+// Loads, applies --set overrides, validates (every sweep point too) and plans the DAG. The stages of a
+// sweep point (proxy_rm, eval, ppo) are labelled with the settings they end up with, which the report
+// groups by: method (method_label), alpha (grm's, else 0), size (data.size) and seed, swept or not.
 Plan plan_experiment(const std::string& path, const std::vector<std::string>& overrides);
 
 // "grm", "grm-dpo", ... for GRM variants; the method name otherwise. Reports group by it.

@@ -1,7 +1,9 @@
 // The options every stage subcommand shares (`grm <stage> --config FILE [--set k=v]... --out DIR
 // [--input NAME=DIR]...`) and the one way a stage reads its config: YAML file, then --set overrides
 // (checked against the config struct), then "@NAME/..." strings replaced by the directory of input NAME,
-// then validation into the struct. The resolved config is written to DIR/config.resolved.yaml.
+// then validation into the struct. The result, the stage's resolved config, is written to
+// DIR/config.resolved.yaml; under `grm run` FILE is DIR/config.yaml, the planned stage config
+// (pipeline/dag.hpp), which still holds the "@NAME/..." placeholders and is what the stage id hashes.
 #pragma once
 
 #include <filesystem>

@@ -10,13 +10,6 @@ struct Axis {
   std::vector<YAML::Node> values;
 };
 
-std::string label_text(const YAML::Node& value) {
-  if (value.IsScalar()) return value.Scalar();
-  std::string text = dump_yaml(value);
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text;
-}
-
 std::vector<Axis> read_axes(const SweepConfig& sweep, const std::string& file, const ConfigKeyCheck& check) {
   std::vector<Axis> axes;
   if (!sweep.keys.IsDefined() || sweep.keys.IsNull()) return axes;
@@ -78,11 +71,10 @@ std::vector<SweepPoint> expand_sweep(const YAML::Node& experiment, const std::st
   std::vector<Axis> axes = read_axes(sweep, file, check);
   std::vector<SweepPoint> points;
   for (const auto& index : combinations(axes, sweep.mode, file)) {
-    SweepPoint point{YAML::Clone(base), {}};
+    SweepPoint point{YAML::Clone(base)};
     for (std::size_t a = 0; a < axes.size(); ++a) {
-      const YAML::Node& value = axes[a].values[index[a]];
-      set_yaml_path(point.config, axes[a].key, value, config_detail::location(file, axes[a].key_node));
-      point.labels[axes[a].key] = label_text(value);
+      set_yaml_path(point.config, axes[a].key, axes[a].values[index[a]],
+                    config_detail::location(file, axes[a].key_node));
     }
     points.push_back(std::move(point));
   }

@@ -7,8 +7,10 @@
 //       rm.alpha: [0, 0.01]
 //
 // Each point is the experiment with the `sweep` section removed and the point's values set at their
-// dotted paths, plus labels (key -> value text) naming the point. Order is deterministic: keys in file
-// order, the first key varying slowest (nested loops). Recommended use, so errors carry line numbers:
+// dotted paths. A point is not labelled here: plan_experiment labels its stages with the settings they
+// end up with (pipeline/experiment.hpp), which the swept values alone do not give. Order is
+// deterministic: keys in file order, the first key varying slowest (nested loops). Recommended use, so
+// errors carry line numbers:
 //
 //   YAML::Node root = load_yaml_file(path);
 //   for (const auto& s : sets) apply_checked_override<Experiment>(root, s);
@@ -17,7 +19,6 @@
 //     Experiment experiment = read_config<Experiment>(point.config, path);
 #pragma once
 
-#include <map>
 #include <string>
 #include <vector>
 
@@ -39,8 +40,7 @@ struct SweepConfig {
 };
 
 struct SweepPoint {
-  YAML::Node config;                          // the experiment at this point, without `sweep`
-  std::map<std::string, std::string> labels;  // sweep key ("rm.alpha") -> value as written ("0.01")
+  YAML::Node config;  // the experiment at this point, without `sweep`
 };
 
 // `check` (e.g. config_key_check<Experiment>()) validates each key and value against the experiment's

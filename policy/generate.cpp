@@ -59,6 +59,14 @@ void generate_batch(CausalLM& model, const std::vector<std::vector<int64_t>>& pr
 
 }  // namespace
 
+GenerateOptions generate_options_for(const ModelConfig& model, const Tokenizer& tokenizer) {
+  GenerateOptions options;
+  options.eos_ids = model.eos_ids;
+  if (options.eos_ids.empty() && tokenizer.eos_id) options.eos_ids = {*tokenizer.eos_id};
+  options.pad_id = tokenizer.pad_id.value_or(0);
+  return options;
+}
+
 std::vector<int64_t> without_eos(const std::vector<int64_t>& tokens, const std::vector<int64_t>& eos_ids) {
   std::vector<int64_t> out;
   for (int64_t t : tokens) {

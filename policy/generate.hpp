@@ -25,6 +25,10 @@ struct GenerateOptions {
   int64_t batch_size = 64;  // rows decoded together
 };
 
+// Options that stop at the model's EOS ids (its config.json or generation_config.json; the tokenizer's EOS
+// when those name none) and pad with the tokenizer's pad id (0 without one); the rest keep their defaults.
+GenerateOptions generate_options_for(const ModelConfig& model, const Tokenizer& tokenizer);
+
 struct Generation {
   std::vector<std::vector<int64_t>> tokens;  // per row: new tokens, EOS included when one was drawn
   std::vector<bool> stopped_at_eos;

@@ -160,7 +160,7 @@ torch::Tensor CausalLMImpl::mlp(Layer& layer, const torch::Tensor& x) {  // (B, 
                  activate(project(layer, kGate, x), config_.activation) * project(layer, kUp, x));
 }
 
-void CausalLMImpl::enable_lora(const LoraOptions& options) {
+void CausalLMImpl::enable_lora(const LoraConfig& options) {
   if (config_.gpt2_layout) fail("LoRA is implemented for llama-family layouts, not gpt2");
   if (options.rank <= 0) fail("lora.rank must be positive, got {}", options.rank);
   for (auto& p : parameters()) p.set_requires_grad(false);

@@ -11,6 +11,7 @@
 
 #include "core/torch.hpp"
 
+#include "policy/lora.hpp"
 #include "policy/model_config.hpp"
 
 namespace grm {
@@ -22,15 +23,6 @@ struct KVCache {
   torch::Tensor attention_mask;       // (B, capacity) 1 for a real token, 0 for padding
   int64_t length = 0;                 // positions filled so far
   int64_t capacity() const { return attention_mask.defined() ? attention_mask.size(1) : 0; }
-};
-
-// Low-rank adapters (Hu et al., 2021) on the attention and MLP projections: W x + (alpha / rank) B A x,
-// with A (rank, in) random and B (out, rank) zero, so training starts from the base model exactly.
-struct LoraOptions {
-  int64_t rank = 8;
-  double alpha = 16;
-  double dropout = 0.0;
-  std::vector<std::string> targets = {"q", "k", "v", "o"};  // of q k v o gate up down
 };
 
 struct ForwardOutput {
@@ -52,7 +44,7 @@ class CausalLMImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return config_; }
   // Adds LoRA adapters (llama-family layouts) and freezes every other parameter of the backbone.
-  void enable_lora(const LoraOptions& options);
+  void enable_lora(const LoraConfig& options);
   // Folds the adapters into the projection weights and removes them (for export).
   void merge_lora();
   bool has_lora() const { return lora_scale_ > 0; }

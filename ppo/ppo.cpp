@@ -25,12 +25,12 @@ namespace grm {
 
 void PpoConfig::validate() const {
   // Both missing is caught when prompts are loaded: an experiment fills them in after this check.
-  if (!prompts_train.empty() && !prompts.empty())
-    fail("give the training prompts either as prompts_train (a JSONL file) or as an inline `prompts` list");
-  if (!prompts_eval.empty() && !eval_prompts.empty())
+  if (!prompt_file.empty() && !prompt_list.empty())
+    fail("give the training prompts either as prompt_file (a JSONL file) or as an inline prompt_list");
+  if (!eval_prompt_file.empty() && !eval_prompt_list.empty())
     fail(
-        "give the held-out prompts either as prompts_eval (a JSONL file) or as an inline `eval_prompts` "
-        "list");
+        "give the held-out prompts either as eval_prompt_file (a JSONL file) or as an inline "
+        "eval_prompt_list");
   auto positive = [](const char* name, int64_t value) {
     if (value < 1) fail("{} must be at least 1, got {}", name, value);
   };
@@ -153,8 +153,7 @@ class PpoTrainer {
     // does not depend on what the process did before, and saved in checkpoints.
     torch::manual_seed(stream_seed(c_.seed, Stream::torch, 0));
     actor_ = load_causal_lm(policy_dir);
-    if (c_.finetune == "lora")
-      actor_->enable_lora({c_.lora.rank, c_.lora.alpha, c_.lora.dropout, c_.lora.targets});
+    if (c_.finetune == "lora") actor_->enable_lora(c_.lora);
     actor_->to(device_);
     reference_ = load_causal_lm(policy_dir);
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
@@ -178,9 +177,9 @@ class PpoTrainer {
     for (auto& p : critic_->parameters())
       if (p.requires_grad()) critic_params_.push_back(p), all.push_back(p);
     actor_optimizer_ = std::make_unique<torch::optim::AdamW>(
-        actor_params_, torch::optim::AdamWOptions(c_.lr).weight_decay(c_.weight_decay));
+        actor_params_, torch::optim::AdamWOptions(c_.optim.lr).weight_decay(c_.optim.weight_decay));
     critic_optimizer_ = std::make_unique<torch::optim::AdamW>(
-        critic_params_, torch::optim::AdamWOptions(critic_lr()).weight_decay(c_.weight_decay));
+        critic_params_, torch::optim::AdamWOptions(critic_lr()).weight_decay(c_.optim.weight_decay));
     reducer_ = std::make_unique<GradientAllReducer>(all, comm_);
     n_rows_ = c_.rollout_batch * c_.samples_per_prompt;
     n_minibatches_ = (n_rows_ + c_.minibatch_size - 1) / c_.minibatch_size;
@@ -234,13 +233,12 @@ class PpoTrainer {
   }
 
  private:
-  double critic_lr() const { return c_.critic.lr > 0 ? c_.critic.lr : c_.lr; }
+  double critic_lr() const { return c_.critic.lr > 0 ? c_.critic.lr : c_.optim.lr; }
 
   RewardModel make_critic(const std::string& policy_dir, const std::string& config_dir) {
     RewardModel critic{nullptr};
     if (c_.critic.init == "rm") {
-      std::string rm_dir =
-          fs::exists(c_.proxy.model) ? c_.proxy.model : resolve_model_path(c_.proxy.model, config_dir);
+      std::string rm_dir = resolve_model_path(c_.proxy.model, config_dir);
       if (fs::exists(fs::path(rm_dir) / "ensemble.json"))
         fail("critic.init: rm needs a single reward model, but {} is an ensemble; use critic.init: policy",
              rm_dir);
@@ -264,19 +262,15 @@ class PpoTrainer {
         for (auto& p : sequential.ptr(sequential.size() - 1)->parameters()) p.zero_();
       }
     }
-    if (c_.critic.finetune == "lora")
-      critic->backbone()->enable_lora({c_.lora.rank, c_.lora.alpha, c_.lora.dropout, c_.lora.targets});
-    if (c_.critic.finetune == "head") critic->freeze_backbone();
+    if (c_.critic.finetune == "lora") critic->backbone()->enable_lora(c_.lora);
+    if (c_.critic.finetune == "frozen") critic->freeze_backbone();
     return critic;
   }
 
   GenerateOptions generate_options(uint64_t seed) const {
-    GenerateOptions options;
+    GenerateOptions options = generate_options_for(actor_->config(), tokenizer_);
     options.max_new_tokens = c_.max_new_tokens;
     options.sampling = c_.sampling;
-    options.eos_ids = actor_->config().eos_ids;
-    if (options.eos_ids.empty() && tokenizer_.eos_id) options.eos_ids = {*tokenizer_.eos_id};
-    options.pad_id = tokenizer_.pad_id.value_or(0);
     options.seed = seed;
     return options;
   }
@@ -392,18 +386,18 @@ class PpoTrainer {
         auto loss = policy_loss + c_.vf_coef * value_loss - c_.entropy_coef * entropy;
 
         int64_t update = (step * c_.ppo_epochs + epoch) * n_minibatches_ + b;
-        lr_factor =
-            scheduled_learning_rate(1.0, c_.warmup_ratio, update, total_updates, c_.lr_schedule == "cosine");
-        set_learning_rate(*actor_optimizer_, c_.lr * lr_factor);
+        lr_factor = scheduled_learning_rate(1.0, c_.optim.warmup_ratio, update, total_updates,
+                                            c_.optim.schedule == "cosine");
+        set_learning_rate(*actor_optimizer_, c_.optim.lr * lr_factor);
         set_learning_rate(*critic_optimizer_, critic_lr() * lr_factor);
         actor_optimizer_->zero_grad();
         critic_optimizer_->zero_grad();
         reducer_->arm();
         loss.backward();
         reducer_->synchronize();
-        if (c_.max_grad_norm > 0) {
-          torch::nn::utils::clip_grad_norm_(actor_params_, c_.max_grad_norm);
-          torch::nn::utils::clip_grad_norm_(critic_params_, c_.max_grad_norm);
+        if (c_.optim.max_grad_norm > 0) {
+          torch::nn::utils::clip_grad_norm_(actor_params_, c_.optim.max_grad_norm);
+          torch::nn::utils::clip_grad_norm_(critic_params_, c_.optim.max_grad_norm);
         }
         actor_optimizer_->step();
         critic_optimizer_->step();
@@ -445,7 +439,7 @@ class PpoTrainer {
                 {"clipfrac", s[9] / ranks},
                 {"approx_kl", s[10] / ranks},
                 {"response_length", s[1] / n},
-                {"lr", c_.lr * lr_factor},
+                {"lr", c_.optim.lr * lr_factor},
                 {"rollout_s", std::chrono::duration<double>(updates_start - start).count()},
                 {"update_s", std::chrono::duration<double>(end - updates_start).count()},
                 {"samples", n},
@@ -489,13 +483,10 @@ class PpoTrainer {
     auto sums = torch::tensor({n, proxy, gold, kl, length}, torch::kFloat64);
     comm_.all_reduce_sum(sums);
     auto s = sums.accessor<double, 1>();
-    EvalPoint point{step, s[3] / s[0], s[1] / s[0], s[4] / s[0], std::nullopt};
+    EvalPoint point{step, s[3] / s[0], s[1] / s[0], s[4] / s[0], std::nullopt, int64_t(s[0])};
     if (gold_) point.gold = s[2] / s[0];
     if (comm_.is_root()) {
-      json line = {{"step", step},           {"kl", point.kl},
-                   {"proxy", point.proxy},   {"gold", point.gold ? json(*point.gold) : json(nullptr)},
-                   {"length", point.length}, {"samples", s[0]}};
-      append_line(curve_path, line.dump());
+      append_line(curve_path, json(point).dump());
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       log::info("eval at step {}: proxy {:.4f} gold {} kl {:.4f} length {:.1f} ({} samples, {:.1f} s)", step,
                 point.proxy, point.gold ? fmt::format("{:.4f}", *point.gold) : "-", point.kl, point.length,
@@ -578,12 +569,28 @@ PpoResult train_ppo(const PpoConfig& config, const std::string& out_dir, const s
   std::string policy_dir = resolve_model_path(config.policy, config_dir);
   auto tokenizer = load_tokenizer(policy_dir);
   auto train =
-      load_prompts(config.prompts_train, config.prompts, config_dir, *tokenizer, config.max_prompt_tokens);
-  auto eval = load_prompts(config.prompts_eval, config.eval_prompts, config_dir, *tokenizer,
+      load_prompts(config.prompt_file, config.prompt_list, config_dir, *tokenizer, config.max_prompt_tokens);
+  auto eval = load_prompts(config.eval_prompt_file, config.eval_prompt_list, config_dir, *tokenizer,
                            config.max_prompt_tokens);
   fs::create_directories(out_dir);
   PpoTrainer trainer(config, policy_dir, config_dir, *tokenizer, std::move(train), std::move(eval));
   return trainer.run(out_dir, stop_after_steps);
+}
+
+void to_json(json& out, const EvalPoint& point) {
+  out = {{"step", point.step},     {"kl", point.kl},
+         {"proxy", point.proxy},   {"gold", point.gold ? json(*point.gold) : json(nullptr)},
+         {"length", point.length}, {"samples", point.samples}};
+}
+
+void from_json(const json& in, EvalPoint& point) {
+  point.step = in.at("step").get<int64_t>();
+  point.kl = number_or_nan(in, "kl");
+  point.proxy = number_or_nan(in, "proxy");
+  point.length = number_or_nan(in, "length");
+  double gold = number_or_nan(in, "gold");
+  point.gold = std::isnan(gold) ? std::nullopt : std::optional<double>(gold);
+  point.samples = in.value("samples", int64_t(0));
 }
 
 }  // namespace grm

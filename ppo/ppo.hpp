@@ -19,7 +19,7 @@
 // log pi - log pi_ref (both at the sampling temperature), and mean response length.
 //
 // Writes into the output directory:
-//   ppo_curve.jsonl  {"step","kl","proxy","gold","length","samples"} per evaluation (gold null without one)
+//   ppo_curve.jsonl  an EvalPoint per evaluation: {"step","kl","proxy","gold","length","samples"}
 //   metrics.jsonl    {"step","policy_loss","value_loss","entropy","kl","kl_coef","score","return",
 //                     "clipfrac","tokens_per_s","samples_per_s",...} per step
 //   policy/          the final actor (Hugging Face layout, LoRA merged) with the tokenizer files
@@ -34,7 +34,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "core/config.hpp"
+#include "policy/lora.hpp"
 #include "policy/sampling_options.hpp"
 #include "rm/scorer.hpp"
 #include "rm/train_rm.hpp"
@@ -59,29 +62,31 @@ struct CriticConfig {
   std::string init = "policy";    // policy: new head on a copy of the policy; rm: the proxy reward model
   std::string head = "linear";    // init policy: linear | mlp | mlp2
   int64_t head_hidden = 256;      // width of the mlp heads
-  std::string finetune = "full";  // full | lora | head (backbone frozen)
-  double lr = 0;                  // 0: the actor's lr
+  std::string finetune = "full";  // full | lora | frozen (only the head trains)
+  double lr = 0;                  // 0: the actor's optim.lr
   template <class V>
   void visit(V& v) {
     v("init", init, Choices{"policy", "rm"});
     v("head", head, Choices{"linear", "mlp", "mlp2"});
     v("head_hidden", head_hidden);
-    v("finetune", finetune, Choices{"full", "lora", "head"});
+    v("finetune", finetune, Choices{"full", "lora", "frozen"});
+    v.renamed("finetune: head", "finetune: frozen");
     v("lr", lr);
   }
 };
 
 struct PpoConfig {
   std::string policy = "tinystories-656k";  // directory or name (policy/model_path.hpp)
-  // Prompts: JSONL files of {"id", "prompt"} records, or inline lists (tests, quick runs).
-  std::string prompts_train;
-  std::string prompts_eval;
-  std::vector<std::string> prompts;       // instead of prompts_train
-  std::vector<std::string> eval_prompts;  // instead of prompts_eval
-  int64_t max_prompt_tokens = 128;        // longer prompts keep their last tokens (and BOS)
-  ScorerConfig proxy;                     // what PPO optimises
-  std::optional<ScorerConfig> gold;       // evaluation only
-  std::string finetune = "full";          // full | lora
+  // Prompts, spelled as in BoN: a JSONL file of {"id", "prompt"} records, or an inline list (tests, quick
+  // runs); the eval_ ones are held out.
+  std::string prompt_file;
+  std::vector<std::string> prompt_list;  // instead of prompt_file
+  std::string eval_prompt_file;
+  std::vector<std::string> eval_prompt_list;  // instead of eval_prompt_file
+  int64_t max_prompt_tokens = 128;            // longer prompts keep their last tokens (and BOS)
+  ScorerConfig proxy;                         // what PPO optimises
+  std::optional<ScorerConfig> gold;           // evaluation only
+  std::string finetune = "full";              // full | lora
   LoraConfig lora;
   CriticConfig critic;
   KlConfig kl;
@@ -100,11 +105,10 @@ struct PpoConfig {
   int64_t samples_per_prompt = 2;  // responses per prompt
   int64_t minibatch_size = 16;     // rollout rows per optimizer update per rank
   int64_t ppo_epochs = 2;
-  double lr = 1e-5;
-  double weight_decay = 0.0;
-  double warmup_ratio = 0.0;
-  std::string lr_schedule = "constant";  // constant | cosine (over all optimizer updates)
-  double max_grad_norm = 1.0;            // per model; 0: no clipping
+  // The actor's and the critic's optimizers (critic.lr may give the critic its own lr); each model's
+  // gradients are clipped to max_grad_norm on their own.
+  AdamWConfig optim{/*lr=*/1e-5, /*weight_decay=*/0.0, /*warmup_ratio=*/0.0, /*schedule=*/"constant",
+                    /*max_grad_norm=*/1.0};
   int64_t max_new_tokens = 48;
   SamplingOptions sampling;  // keys temperature, top_k, top_p
   int64_t steps = 100;
@@ -118,10 +122,14 @@ struct PpoConfig {
   template <class V>
   void visit(V& v) {
     v("policy", policy);
-    v("prompts_train", prompts_train);
-    v("prompts_eval", prompts_eval);
-    v("prompts", prompts);
-    v("eval_prompts", eval_prompts);
+    v("prompt_file", prompt_file);
+    v("prompt_list", prompt_list);
+    v("eval_prompt_file", eval_prompt_file);
+    v("eval_prompt_list", eval_prompt_list);
+    v.renamed("prompts_train", "prompt_file");
+    v.renamed("prompts", "prompt_list");
+    v.renamed("prompts_eval", "eval_prompt_file");
+    v.renamed("eval_prompts", "eval_prompt_list");
     v("max_prompt_tokens", max_prompt_tokens);
     v("proxy", proxy);
     v("gold", gold);
@@ -141,11 +149,12 @@ struct PpoConfig {
     v("samples_per_prompt", samples_per_prompt);
     v("minibatch_size", minibatch_size);
     v("ppo_epochs", ppo_epochs);
-    v("lr", lr);
-    v("weight_decay", weight_decay);
-    v("warmup_ratio", warmup_ratio);
-    v("lr_schedule", lr_schedule, Choices{"constant", "cosine"});
-    v("max_grad_norm", max_grad_norm);
+    v("optim", optim);
+    v.renamed("lr", "optim.lr");
+    v.renamed("weight_decay", "optim.weight_decay");
+    v.renamed("warmup_ratio", "optim.warmup_ratio");
+    v.renamed("lr_schedule", "optim.schedule");
+    v.renamed("max_grad_norm", "optim.max_grad_norm");
     v("max_new_tokens", max_new_tokens);
     sampling.visit_keys(v);
     v("steps", steps);
@@ -161,11 +170,17 @@ struct PpoConfig {
   void validate() const;
 };
 
+// One line of ppo_curve.jsonl: means over the held-out samples at `step`.
 struct EvalPoint {
   int64_t step = 0;
-  double kl = 0, proxy = 0, length = 0;
-  std::optional<double> gold;
+  double kl = 0, proxy = 0, length = 0;  // length: response tokens
+  std::optional<double> gold;            // without a gold scorer: null in the file
+  int64_t samples = 0;                   // responses averaged over, all ranks together
 };
+// The keys are the field names. "step" is required; a missing number reads as NaN (core/text_io.hpp),
+// a missing gold as none.
+void to_json(nlohmann::json& json, const EvalPoint& point);
+void from_json(const nlohmann::json& json, EvalPoint& point);
 
 struct PpoResult {
   int64_t steps = 0;

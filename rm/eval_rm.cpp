@@ -1,12 +1,15 @@
 #include "rm/eval_rm.hpp"
 
+#include <cmath>
+
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text_io.hpp"
 
 namespace grm {
 
-nlohmann::json evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& pairs,
-                              const EvalSetConfig& set) {
+EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& pairs,
+                             const EvalSetConfig& set) {
   std::vector<ScoreItem> items;
   for (const auto& p : pairs) items.push_back({p.prompt, p.chosen});
   for (const auto& p : pairs) items.push_back({p.prompt, p.rejected});
@@ -30,14 +33,13 @@ nlohmann::json evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>&
       c.right += right, ++c.n;
     }
   }
-  auto accuracy = [](const Count& c) { return c.n > 0 ? double(c.right) / double(c.n) : 0.0; };
-  nlohmann::json out = {{"accuracy", accuracy(all)}, {"n", all.n}, {"ties", ties}};
-  nlohmann::json group_json = nlohmann::json::object();
+  auto accuracy = [](const Count& c) {
+    return PairAccuracy{c.n > 0 ? double(c.right) / double(c.n) : 0.0, c.n};
+  };
+  EvalSetResult out{accuracy(all), ties, {}, {}, std::nullopt};
   for (const auto& [field, values] : groups)
-    for (const auto& [value, c] : values) group_json[field][value] = {{"accuracy", accuracy(c)}, {"n", c.n}};
-  out["groups"] = group_json;
+    for (const auto& [value, c] : values) out.groups[field][value] = accuracy(c);
   if (!set.sections.empty()) {
-    nlohmann::json sections = nlohmann::json::object();
     double sum = 0;
     for (const auto& [section, subsets] : set.sections) {
       Count c;
@@ -48,27 +50,59 @@ nlohmann::json evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>&
                set.section_field);
         c.right += field->second.at(subset).right, c.n += field->second.at(subset).n;
       }
-      sections[section] = {{"accuracy", accuracy(c)}, {"n", c.n}};
-      sum += accuracy(c);
+      out.sections[section] = accuracy(c);
+      sum += out.sections[section].accuracy;
     }
-    out["sections"] = sections;
-    out["section_score"] = sum / double(set.sections.size());
+    out.section_score = sum / double(set.sections.size());
   }
   return out;
 }
 
-nlohmann::json evaluate_reward_model(const EvalRmConfig& config, const std::string& config_dir) {
+EvalRmResult evaluate_reward_model(const EvalRmConfig& config, const std::string& config_dir) {
   if (config.sets.empty())
     fail("eval-rm: no evaluation sets given (sets: {{name: {{data: {{path: ...}}}}}})");
   auto scorer = make_scorer(config.scorer, config_dir);
-  nlohmann::json sets = nlohmann::json::object();
+  EvalRmResult result;
   for (const auto& [name, set] : config.sets) {
     auto pairs = read_preferences(set.data);
-    sets[name] = evaluate_pairs(*scorer, pairs, set);
-    log::info("{}: accuracy {:.4f} on {} pairs ({} ties)", name, sets[name]["accuracy"].get<double>(),
-              sets[name]["n"].get<int64_t>(), sets[name]["ties"].get<int64_t>());
+    const EvalSetResult& scored = result.sets[name] = evaluate_pairs(*scorer, pairs, set);
+    log::info("{}: accuracy {:.4f} on {} pairs ({} ties)", name, scored.accuracy, scored.n, scored.ties);
   }
-  return {{"sets", sets}};
+  return result;
+}
+
+void to_json(nlohmann::json& out, const PairAccuracy& result) {
+  out = {{"accuracy", result.accuracy}, {"n", result.n}};
+}
+
+void from_json(const nlohmann::json& in, PairAccuracy& result) {
+  result.accuracy = number_or_nan(in, "accuracy");
+  result.n = in.value("n", int64_t(0));
+}
+
+void to_json(nlohmann::json& out, const EvalSetResult& result) {
+  to_json(out, static_cast<const PairAccuracy&>(result));
+  out["ties"] = result.ties;
+  out["groups"] = result.groups;
+  if (!result.sections.empty()) out["sections"] = result.sections;
+  if (result.section_score) out["section_score"] = *result.section_score;
+}
+
+void from_json(const nlohmann::json& in, EvalSetResult& result) {
+  from_json(in, static_cast<PairAccuracy&>(result));
+  result.ties = in.value("ties", int64_t(0));
+  result.groups = in.value("groups", decltype(result.groups){});
+  result.sections = in.value("sections", decltype(result.sections){});
+  double section_score = number_or_nan(in, "section_score");
+  if (!std::isnan(section_score)) result.section_score = section_score;
+}
+
+void to_json(nlohmann::json& out, const EvalRmResult& result) {
+  out = {{"sets", result.sets}};
+}
+
+void from_json(const nlohmann::json& in, EvalRmResult& result) {
+  result.sets = in.value("sets", decltype(result.sets){});
 }
 
 }  // namespace grm

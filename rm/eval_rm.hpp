@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,10 +38,37 @@ struct EvalRmConfig {
   }
 };
 
-// {"accuracy", "n", "ties", "groups": {field: {value: {"accuracy", "n"}}}, "sections": {...}}
-nlohmann::json evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& pairs,
-                              const EvalSetConfig& set);
-// {"sets": {name: evaluate_pairs(...)}}
-nlohmann::json evaluate_reward_model(const EvalRmConfig& config, const std::string& config_dir = "");
+struct PairAccuracy {
+  double accuracy = 0;  // fraction of the n pairs ranked right; 0 when n is 0
+  int64_t n = 0;        // pairs, labelled ties left out
+};
+
+// One evaluation set of eval.json:
+//   {"accuracy", "n", "ties", "groups": {field: {value: {"accuracy", "n"}}}, "sections": {...},
+//    "section_score"}   ("sections" and "section_score" only when the set has sections)
+struct EvalSetResult : PairAccuracy {
+  int64_t ties = 0;  // pairs the model gave equal rewards (counted wrong)
+  std::map<std::string, std::map<std::string, PairAccuracy>> groups;  // group field -> value -> accuracy
+  std::map<std::string, PairAccuracy> sections;
+  std::optional<double> section_score;  // the plain mean over sections
+};
+
+// eval.json, what `grm eval-rm` writes: {"sets": {name: EvalSetResult}}.
+struct EvalRmResult {
+  std::map<std::string, EvalSetResult> sets;
+};
+
+// The keys are the field names. Reading is lenient, for files of older runs: a missing accuracy reads as
+// NaN (core/text_io.hpp), a missing count as 0, missing groups or sections as none.
+void to_json(nlohmann::json& json, const PairAccuracy& result);
+void from_json(const nlohmann::json& json, PairAccuracy& result);
+void to_json(nlohmann::json& json, const EvalSetResult& result);
+void from_json(const nlohmann::json& json, EvalSetResult& result);
+void to_json(nlohmann::json& json, const EvalRmResult& result);
+void from_json(const nlohmann::json& json, EvalRmResult& result);
+
+EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& pairs,
+                             const EvalSetConfig& set);
+EvalRmResult evaluate_reward_model(const EvalRmConfig& config, const std::string& config_dir = "");
 
 }  // namespace grm

@@ -23,7 +23,11 @@ torch::Tensor sft_reg(const torch::Tensor& logp_chosen, double beta) {
   return -F::logsigmoid(beta * logp_chosen).mean();
 }
 
-torch::Tensor sft_nll_reg(const torch::Tensor& logp_chosen, const torch::Tensor& token_count) {
+torch::Tensor sft_nll_reg(const torch::Tensor& logp_chosen) {
+  return -logp_chosen.mean();
+}
+
+torch::Tensor sft_nll_per_token_reg(const torch::Tensor& logp_chosen, const torch::Tensor& token_count) {
   return (-logp_chosen / token_count.to(logp_chosen.scalar_type()).clamp_min(1)).mean();
 }
 

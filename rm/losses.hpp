@@ -19,8 +19,12 @@ torch::Tensor label_smooth_loss(const torch::Tensor& r_chosen, const torch::Tens
 // GRM regularizers on the LM head (Yang et al., 2024):
 // sft: -log sigmoid(beta * log pi(y_c|x)), as the authors' code
 torch::Tensor sft_reg(const torch::Tensor& logp_chosen, double beta);
-// sft_nll: mean negative log-likelihood per response token of y_c; token_count (B)
-torch::Tensor sft_nll_reg(const torch::Tensor& logp_chosen, const torch::Tensor& token_count);
+// sft_nll: -mean over the batch of log pi(y_c|x) summed over the response's tokens, as the reference's
+// no_logsigmoid_sft
+torch::Tensor sft_nll_reg(const torch::Tensor& logp_chosen);
+// sft_nll_per_token: the same per response token (each sum divided by its token_count (B)), so long and
+// short responses weigh alike
+torch::Tensor sft_nll_per_token_reg(const torch::Tensor& logp_chosen, const torch::Tensor& token_count);
 // dpo_noref: -log sigmoid(beta * (log pi(y_c|x) - log pi(y_r|x)))
 torch::Tensor dpo_noref_reg(const torch::Tensor& logp_chosen, const torch::Tensor& logp_rejected,
                             double beta);

@@ -52,6 +52,7 @@ RewardOutput RewardModelImpl::forward(const torch::Tensor& ids, const torch::Ten
   auto out = backbone_->forward(ids, attention_mask, nullptr, want_logits);
   auto index = last_token_index(attention_mask);  // (B)
   auto last = out.hidden.gather(1, index.view({-1, 1, 1}).expand({-1, 1, out.hidden.size(2)})).squeeze(1);
+  last = torch::dropout(last, head_options_.dropout, is_training());
   auto reward = score_.is_empty() ? head_->forward(last) : score_(last);  // (B, 1)
   return {reward.squeeze(-1).to(torch::kFloat32), out.logits};
 }

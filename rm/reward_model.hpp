@@ -18,6 +18,9 @@ namespace grm {
 struct RewardHeadOptions {
   std::string type = "mlp";  // linear | mlp (Linear(D,h) -> ReLU -> Linear(h,1)) | mlp2 (two hidden layers)
   int64_t hidden = 1024;
+  // Dropout on the hidden state the head reads, while training (the GRM reference applies 0.1 for every
+  // head). 0 here, so a model built for something else (a PPO critic, a scorer) has none unless asked.
+  double dropout = 0.0;
 };
 
 struct RewardOutput {

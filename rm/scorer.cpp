@@ -267,7 +267,7 @@ std::unique_ptr<Scorer> make_scorer(const ScorerConfig& c, const std::string& co
     }
     return std::make_unique<HttpScorer>(c.url, token);
   }
-  std::string dir = fs::exists(c.model) ? c.model : resolve_model_path(c.model, config_dir);
+  std::string dir = resolve_model_path(c.model, config_dir);
   if (c.serve) return std::make_unique<ServedModelScorer>(dir, c.batch_size);
   return make_model_scorer(dir, c.batch_size, c.device);
 }

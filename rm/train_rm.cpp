@@ -10,6 +10,7 @@
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text_io.hpp"
 #include "core/torch_compat.hpp"
 #include "policy/model_path.hpp"
 #include "policy/tokenizer/tokenizer.hpp"
@@ -73,12 +74,9 @@ class MemberTrainer {
         member_(std::move(member)),
         comm_(Comm::world()),
         device_(training_device(config.device)) {
-    model_ = make_reward_model(model_dir, {c_.rm.head, c_.rm.head_hidden}, seed_);
-    bool frozen = c_.rm.method == "frozen" || c_.rm.finetune == "frozen";
-    if (frozen) model_->freeze_backbone();
-    if (c_.rm.finetune == "lora")
-      model_->backbone()->enable_lora(
-          {c_.rm.lora.rank, c_.rm.lora.alpha, c_.rm.lora.dropout, c_.rm.lora.targets});
+    model_ = make_reward_model(model_dir, {c_.rm.head, c_.rm.head_hidden, c_.rm.head_dropout}, seed_);
+    if (c_.rm.method == "frozen") model_->freeze_backbone();
+    if (c_.rm.finetune == "lora") model_->backbone()->enable_lora(c_.rm.lora);
     model_->to(device_);
     model_->train();
     if (c_.rm.method == "grm" && c_.rm.reg == "dpo") {
@@ -111,7 +109,8 @@ class MemberTrainer {
     double tokens_per_second = 0;
     int64_t executed = 0;
     while (step < total_steps_) {
-      double lr = scheduled_learning_rate(c_.optim.lr, c_.optim.warmup_ratio, step, total_steps_);
+      double lr = scheduled_learning_rate(c_.optim.lr, c_.optim.warmup_ratio, step, total_steps_,
+                                          c_.optim.schedule == "cosine");
       set_learning_rate(*optimizer_, lr);
       optimizer_->zero_grad();
       StepStats stats;
@@ -204,7 +203,9 @@ class MemberTrainer {
       if (c_.rm.reg == "sft") {
         reg = sft_reg(logp_c, c_.rm.beta);
       } else if (c_.rm.reg == "sft_nll") {
-        reg = sft_nll_reg(logp_c, batch.response_tokens.narrow(0, 0, B).to(device_));
+        reg = sft_nll_reg(logp_c);
+      } else if (c_.rm.reg == "sft_nll_per_token") {
+        reg = sft_nll_per_token_reg(logp_c, batch.response_tokens.narrow(0, 0, B).to(device_));
       } else if (c_.rm.reg == "dpo_noref") {
         reg = dpo_noref_reg(logp_c, logp_r, c_.rm.beta);
       } else {
@@ -253,18 +254,18 @@ class MemberTrainer {
     if (!comm_.is_root()) return;
     double n = std::max(1.0, s.pairs), n_rewards = std::max(1.0, 2 * n);
     double mean = s.reward_sum / n_rewards, var = std::max(0.0, s.reward_sq / n_rewards - mean * mean);
-    nlohmann::json line = {{"step", step},
-                           {"epoch", double(step) / double(steps_per_epoch_)},
-                           {"loss", s.loss / n},
-                           {"reward_loss", s.reward_loss / n},
-                           {"reg_loss", s.reg_loss / n},
-                           {"accuracy", s.correct / n},
-                           {"reward_mean", mean},
-                           {"reward_std", std::sqrt(var)},
-                           {"tokens_per_s", tokens_per_second},
-                           {"lr", lr}};
-    if (!member_.empty()) line["member"] = member_;
-    append_line(path, line.dump());
+    TrainMetricsRow row{step,
+                        double(step) / double(steps_per_epoch_),
+                        s.loss / n,
+                        s.reward_loss / n,
+                        s.reg_loss / n,
+                        s.correct / n,
+                        mean,
+                        std::sqrt(var),
+                        tokens_per_second,
+                        lr,
+                        member_};
+    append_line(path, nlohmann::json(row).dump());
     log::info(
         "{}step {}/{} loss {:.4f} (reward {:.4f}, reg {:.4f}) acc {:.3f} reward {:.3f}±{:.3f} {:.0f} tok/s",
         tag(), step, total_steps_, s.loss / n, s.reward_loss / n, s.reg_loss / n, s.correct / n, mean,
@@ -303,6 +304,41 @@ class MemberTrainer {
 
 }  // namespace
 
+void to_json(nlohmann::json& out, const TrainMetricsRow& row) {
+  out = {{"step", row.step},
+         {"epoch", row.epoch},
+         {"loss", row.loss},
+         {"reward_loss", row.reward_loss},
+         {"reg_loss", row.reg_loss},
+         {"accuracy", row.accuracy},
+         {"reward_mean", row.reward_mean},
+         {"reward_std", row.reward_std},
+         {"tokens_per_s", row.tokens_per_s},
+         {"lr", row.lr}};
+  if (!row.member.empty()) out["member"] = row.member;
+}
+
+void from_json(const nlohmann::json& in, TrainMetricsRow& row) {
+  row.step = in.at("step").get<int64_t>();
+  row.epoch = number_or_nan(in, "epoch");
+  row.loss = number_or_nan(in, "loss");
+  row.reward_loss = number_or_nan(in, "reward_loss");
+  row.reg_loss = number_or_nan(in, "reg_loss");
+  row.accuracy = number_or_nan(in, "accuracy");
+  row.reward_mean = number_or_nan(in, "reward_mean");
+  row.reward_std = number_or_nan(in, "reward_std");
+  row.tokens_per_s = number_or_nan(in, "tokens_per_s");
+  row.lr = number_or_nan(in, "lr");
+  row.member = in.value("member", std::string());
+}
+
+uint64_t ensemble_member_seed(uint64_t seed, int64_t member) {
+  if (seed >= (uint64_t(1) << 46) || member < 0 || member >= (int64_t(1) << 16))
+    fail("ensemble member {} of seed {}: ensembles take seeds below 2^46 and at most 65536 members", member,
+         seed);
+  return (uint64_t(1) << 62) | (seed << 16) | uint64_t(member);
+}
+
 TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string& out_dir,
                                  const std::string& config_dir, int64_t stop_after_steps) {
   auto& comm = Comm::world();
@@ -338,7 +374,8 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
       continue;
     }
     auto checkpoint = fs::path(out_dir) / "checkpoint" / (ensemble ? fmt::format("member_{}", k) : "main");
-    MemberTrainer trainer(config, model_dir, train, heldout, pad_id, config.seed + uint64_t(k),
+    MemberTrainer trainer(config, model_dir, train, heldout, pad_id,
+                          ensemble ? ensemble_member_seed(config.seed, k) : config.seed,
                           ensemble ? fmt::format("member {}", k) : "");
     result = trainer.run(member_dir.string(), checkpoint.string(), metrics, stop_after_steps);
     if (!result.finished) return result;  // stopped early, as if killed

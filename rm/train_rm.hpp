@@ -1,11 +1,11 @@
 // Reward-model training: GRM and every baseline, one rank or data-parallel under mpirun.
 //   method bt | margin | label_smooth      the reward loss alone
 //   method frozen                          bt with the backbone frozen (only the head trains)
-//   method ensemble                        `ensemble.members` bt models from seeds seed, seed+1, ...
-//   method grm                             (1 - alpha) * bt + alpha * reg, reg in sft | sft_nll | dpo_noref |
-//   dpo
+//   method ensemble                        `ensemble.members` bt models, seeds ensemble_member_seed(seed, k)
+//   method grm                             (1 - alpha) * bt + alpha * reg, reg in sft | sft_nll |
+//                                          sft_nll_per_token | dpo_noref | dpo (rm/losses.hpp)
 // Each rank reads a disjoint, deterministic shard of every epoch's seeded permutation; gradients are
-// averaged in buckets (cluster/comm.hpp). AdamW, cosine schedule with linear warm-up, clipping and
+// averaged in buckets (cluster/comm.hpp). AdamW, linear warm-up then cosine (or constant), clipping and
 // accumulation. Checkpoints (weights, optimizer, step, RNG) are written atomically every
 // checkpoint_every steps, and a restarted run resumes from the last one to the same final parameters.
 #pragma once
@@ -14,24 +14,13 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "core/config.hpp"
+#include "policy/lora.hpp"
 #include "rm/preference_data.hpp"
 
 namespace grm {
-
-struct LoraConfig {
-  int64_t rank = 8;
-  double alpha = 16;
-  double dropout = 0.0;
-  std::vector<std::string> targets = {"q", "k", "v", "o"};
-  template <class V>
-  void visit(V& v) {
-    v("rank", rank);
-    v("alpha", alpha);
-    v("dropout", dropout);
-    v("targets", targets);
-  }
-};
 
 struct EnsembleConfig {
   int64_t members = 3;
@@ -54,43 +43,58 @@ struct RmConfig {
   double margin_scale = 1.0;  // margin loss uses margin_scale * data margin
   std::string head = "mlp";
   int64_t head_hidden = 1024;
-  std::string finetune = "full";  // full | lora | frozen
+  double head_dropout = 0.1;      // on the hidden state the head reads, while training (the GRM reference)
+  std::string finetune = "full";  // full | lora; a frozen backbone is method frozen, a baseline of its own
   LoraConfig lora;
   EnsembleConfig ensemble;
   template <class V>
   void visit(V& v) {
     v("method", method, Choices{"bt", "margin", "label_smooth", "ensemble", "frozen", "grm"});
-    v("reg", reg, Choices{"sft", "sft_nll", "dpo_noref", "dpo"});
+    v("reg", reg, Choices{"sft", "sft_nll", "sft_nll_per_token", "dpo_noref", "dpo"});
     v("alpha", alpha);
     v("beta", beta);
     v("label_smoothing", label_smoothing);
     v("margin_scale", margin_scale);
     v("head", head, Choices{"linear", "mlp", "mlp2"});
     v("head_hidden", head_hidden);
-    v("finetune", finetune, Choices{"full", "lora", "frozen"});
+    v("head_dropout", head_dropout);
+    v("finetune", finetune, Choices{"full", "lora"});
+    v.renamed("finetune: frozen", "method: frozen");
     v("lora", lora);
     v("ensemble", ensemble);
   }
 };
 
-struct OptimConfig {
+// AdamW, its learning-rate schedule (linear warm-up, then held or decayed by cosine to 0 at the last
+// optimizer step; rm/train_state.hpp) and gradient-norm clipping: reward-model training and PPO share it.
+struct AdamWConfig {
   double lr = 1e-4;
   double weight_decay = 0.0;
-  double warmup_ratio = 0.05;
-  int64_t epochs = 1;
-  int64_t batch_size = 8;  // pairs per rank per micro-batch
-  int64_t grad_accum = 1;
-  double max_grad_norm = 1.0;
-  int64_t max_steps = 0;  // 0: as many as the epochs give
+  double warmup_ratio = 0.05;       // of all optimizer steps
+  std::string schedule = "cosine";  // constant | cosine
+  double max_grad_norm = 1.0;       // 0: no clipping
   template <class V>
   void visit(V& v) {
     v("lr", lr);
     v("weight_decay", weight_decay);
     v("warmup_ratio", warmup_ratio);
+    v("schedule", schedule, Choices{"constant", "cosine"});
+    v("max_grad_norm", max_grad_norm);
+  }
+};
+
+// Reward-model training's AdamW and batches, all keys on one level (`optim: {lr, epochs, ...}`).
+struct OptimConfig : AdamWConfig {
+  int64_t epochs = 1;
+  int64_t batch_size = 8;  // pairs per rank per micro-batch
+  int64_t grad_accum = 1;
+  int64_t max_steps = 0;  // 0: as many as the epochs give
+  template <class V>
+  void visit(V& v) {
+    AdamWConfig::visit(v);
     v("epochs", epochs);
     v("batch_size", batch_size);
     v("grad_accum", grad_accum);
-    v("max_grad_norm", max_grad_norm);
     v("max_steps", max_steps);
   }
 };
@@ -133,11 +137,30 @@ struct TrainRmResult {
   bool finished = true;  // false when stopped early by stop_after_steps
 };
 
+// One line of metrics.jsonl, every log_every optimizer steps: means over the pairs since the last line.
+struct TrainMetricsRow {
+  int64_t step = 0;  // optimizer steps done
+  double epoch = 0;  // step / steps per epoch
+  double loss = 0, reward_loss = 0, reg_loss = 0;
+  double accuracy = 0;                     // of the training pairs, ranked right
+  double reward_mean = 0, reward_std = 0;  // over chosen and rejected rewards
+  double tokens_per_s = 0, lr = 0;
+  std::string member;  // "member K" of an ensemble; empty otherwise, and then not written
+};
+// The keys are the field names. "step" is required; a missing number reads as NaN (core/text_io.hpp).
+void to_json(nlohmann::json& json, const TrainMetricsRow& row);
+void from_json(const nlohmann::json& json, TrainMetricsRow& row);
+
 // Trains into out_dir: model/ (the reward model, HF layout, tokenizer files beside it; an ensemble has
 // member_K/ folders and ensemble.json), metrics.jsonl, summary.json, checkpoint/.
 // config_dir: the config file's folder, for model lookup. stop_after_steps (tests): return after that many
 // optimizer steps without finishing, as a killed run would.
 TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string& out_dir,
                                  const std::string& config_dir = "", int64_t stop_after_steps = 0);
+
+// The seed of ensemble member k of a run with `seed`: bit 62 set, seed and k packed below it (seed < 2^46,
+// k < 2^16; anything else is an error). So no member shares a seed with a plain run of any seed below
+// 2^62, such as the `bt` proxy beside the ensemble, nor with a member of another seed's ensemble.
+uint64_t ensemble_member_seed(uint64_t seed, int64_t member);
 
 }  // namespace grm

@@ -29,13 +29,10 @@ void run_generate(const GenerateCommand& cmd) {
   std::vector<std::vector<int64_t>> prompts;
   for (const auto& text : cmd.prompts)
     for (int64_t i = 0; i < cmd.n; ++i) prompts.push_back(tokenizer->encode(text));
-  GenerateOptions options;
+  GenerateOptions options = generate_options_for(model->config(), *tokenizer);
   options.max_new_tokens = cmd.max_new_tokens;
   options.sampling = cmd.sampling;
   options.seed = cmd.seed;
-  options.eos_ids = model->config().eos_ids;
-  if (tokenizer->eos_id && options.eos_ids.empty()) options.eos_ids = {*tokenizer->eos_id};
-  if (tokenizer->pad_id) options.pad_id = *tokenizer->pad_id;
   auto out = generate(model, prompts, options);
   for (size_t i = 0; i < prompts.size(); ++i) {
     std::string text = tokenizer->decode(out.tokens[i]);

@@ -49,7 +49,7 @@ void run_eval_rm(const EvalCommand& cmd) {
     config.sets["data"] = set;
   }
   torch::set_num_threads(default_thread_count(1));  // the pipeline's per-stage budget, via OMP_NUM_THREADS
-  auto result = evaluate_reward_model(config, config_dir_of(cmd.stage));
+  nlohmann::json result = evaluate_reward_model(config, config_dir_of(cmd.stage));
   std::string text = result.dump(2);
   std::string output = cmd.output;
   if (output.empty() && !cmd.stage.out.empty()) output = (fs::path(cmd.stage.out) / "eval.json").string();

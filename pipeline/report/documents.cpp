@@ -312,7 +312,7 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
     std::string labels;
     for (const auto& [key, value] : stage.labels) labels += key + "=" + value + " ";
     html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n", html_escape(stage.id),
-                        stage.done ? "done" : html_escape(stage.state), html_escape(labels));
+                        stage.done ? "done" : to_string(stage.state), html_escape(labels));
   }
   html += "</table>\n</details>\n</body></html>\n";
 

@@ -1,13 +1,18 @@
-// What the stages left: dag.json's stages, and the eval.json, metrics.jsonl, bon_curves.json and
-// ppo_curve.jsonl of the stages that are DONE (report.hpp lists the formats).
+// What the stages left: dag.json's stages (pipeline/dag.hpp reads them), and the eval.json,
+// metrics.jsonl, bon_curves.json and ppo_curve.jsonl of the stages that are DONE, read through the result
+// structs of the stages that write them (report.hpp lists the formats).
 #include <filesystem>
 #include <sstream>
 
 #include <fmt/ranges.h>  // fmt::join (in fmt/format.h before fmt 11)
 
+#include "bon/best_of_n.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "pipeline/report/report_parts.hpp"
+#include "ppo/ppo.hpp"
+#include "rm/eval_rm.hpp"
+#include "rm/train_rm.hpp"
 
 namespace grm::report {
 
@@ -32,36 +37,40 @@ bool starts_with(const std::string& text, const std::string& prefix) {
 
 namespace {
 
-double field(const json& object, const char* key) {
-  auto it = object.find(key);
-  return it != object.end() && it->is_number() ? it->get<double>() : NAN;
-}
-
-// Reads JSON Lines; a torn last line (a stage killed mid-write) is skipped.
-std::vector<json> read_jsonl(const std::string& path, std::vector<std::string>& notes) {
-  std::vector<json> rows;
+// Every row of a JSON Lines file as T (through its from_json); a torn last line (a stage killed
+// mid-write) or any other unreadable line is skipped, and more than one is noted.
+template <class T>
+std::vector<T> read_rows(const std::string& path, std::vector<std::string>& notes) {
+  std::vector<T> rows;
   std::istringstream lines(read_file(path));
   int bad = 0;
   for (std::string line; std::getline(lines, line);) {
     if (line.empty()) continue;
     json row = json::parse(line, nullptr, false);
-    if (row.is_discarded() || !row.is_object()) {
+    try {
+      rows.push_back(row.get<T>());
+    } catch (const json::exception&) {  // not JSON (discarded), not an object, or a required key missing
       ++bad;
-      continue;
     }
-    rows.push_back(std::move(row));
   }
   if (bad > 1) notes.push_back(fmt::format("{}: skipped {} unreadable lines", path, bad));
   return rows;
 }
 
-std::optional<json> read_json(const std::string& path, std::vector<std::string>& notes) {
+// A whole JSON file as T, or nothing (and a note) when it cannot be read as one.
+template <class T>
+std::optional<T> read_result(const std::string& path, std::vector<std::string>& notes) {
   json value = json::parse(read_file(path), nullptr, false);
   if (value.is_discarded()) {
     notes.push_back(path + ": not valid JSON; skipped");
     return std::nullopt;
   }
-  return value;
+  try {
+    return value.get<T>();
+  } catch (const json::exception& error) {
+    notes.push_back(fmt::format("{}: not in the expected format ({}); skipped", path, error.what()));
+    return std::nullopt;
+  }
 }
 
 Labelled labels_of(const StageRecord& stage) {
@@ -73,9 +82,14 @@ Labelled labels_of(const StageRecord& stage) {
   return {{method.empty() ? stage.name : method, get("alpha"), get("size")}, get("seed")};
 }
 
-CurveRow curve_row(const json& row, const char* key) {
-  return {field(row, key),        field(row, "kl"),       field(row, "proxy"),   field(row, "gold"),
-          field(row, "proxy_lo"), field(row, "proxy_hi"), field(row, "gold_lo"), field(row, "gold_hi")};
+CurveRow curve_row(const BonPoint& point) {
+  return {double(point.n), point.kl,       point.proxy,   point.gold,
+          point.proxy_lo,  point.proxy_hi, point.gold_lo, point.gold_hi};
+}
+
+// PPO evaluations carry no intervals: over seeds, or none.
+CurveRow curve_row(const EvalPoint& point) {
+  return {double(point.step), point.kl, point.proxy, point.gold.value_or(NAN), NAN, NAN, NAN, NAN};
 }
 
 void note_method(RunData& data, const std::string& method) {
@@ -88,9 +102,10 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
                         const std::map<std::string, std::size_t>& by_id) {
   Labelled labels = labels_of(stage);
   if (fs::exists(stage.dir + "/eval.json")) {
-    if (auto eval = read_json(stage.dir + "/eval.json", data.notes); eval && eval->contains("sets")) {
+    if (auto eval = read_result<EvalRmResult>(stage.dir + "/eval.json", data.notes);
+        eval && !eval->sets.empty()) {
       EvalRun run{labels, {}};
-      for (const auto& [set, result] : (*eval)["sets"].items()) run.accuracy[set] = field(result, "accuracy");
+      for (const auto& [set, result] : eval->sets) run.accuracy[set] = result.accuracy;
       data.evals.push_back(std::move(run));
       note_method(data, labels.setting.method);
     }
@@ -98,21 +113,20 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
   // Reward-model training curves only: PPO stages keep their own metrics.jsonl beside ppo_curve.jsonl.
   if (fs::exists(stage.dir + "/metrics.jsonl") && !fs::exists(stage.dir + "/ppo_curve.jsonl")) {
     TrainRun run{labels, stage.labels.count("method") ? labels.setting.method : stage.name, {}};
-    for (const auto& row : read_jsonl(stage.dir + "/metrics.jsonl", data.notes)) {
-      run.rows.push_back({field(row, "step"), field(row, "loss"), field(row, "accuracy")});
-    }
+    for (const auto& row : read_rows<TrainMetricsRow>(stage.dir + "/metrics.jsonl", data.notes))
+      run.rows.push_back({double(row.step), row.loss, row.accuracy});
     data.trains.push_back(std::move(run));
   }
   if (fs::exists(stage.dir + "/bon_curves.json")) {
-    if (auto bon = read_json(stage.dir + "/bon_curves.json", data.notes); bon && bon->contains("curves")) {
-      data.bon_n_max = std::max(data.bon_n_max, static_cast<int>(bon->value("n_max", 0)));
-      data.bon_n_prompts = std::max(data.bon_n_prompts, static_cast<int>(bon->value("n_prompts", 0)));
-      for (const auto& [proxy, rows] : (*bon)["curves"].items()) {
+    if (auto bon = read_result<BonCurves>(stage.dir + "/bon_curves.json", data.notes)) {
+      data.bon_n_max = std::max(data.bon_n_max, static_cast<int>(bon->n_max));
+      data.bon_n_prompts = std::max(data.bon_n_prompts, static_cast<int>(bon->n_prompts));
+      for (const auto& [proxy, points] : bon->curves) {
         auto found = by_id.find(proxy);
         // A curve whose key is not a stage (a reference scorer, say) is labelled by its key.
         CurveRun run{
             found != by_id.end() ? labels_of(data.stages[found->second]) : Labelled{{proxy, "", ""}, ""}, {}};
-        for (const auto& row : rows) run.rows.push_back(curve_row(row, "n"));
+        for (const auto& point : points) run.rows.push_back(curve_row(point));
         note_method(data, run.setting.method);
         data.bon.push_back(std::move(run));
       }
@@ -120,8 +134,8 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
   }
   if (fs::exists(stage.dir + "/ppo_curve.jsonl")) {
     CurveRun run{labels, {}};
-    for (const auto& row : read_jsonl(stage.dir + "/ppo_curve.jsonl", data.notes))
-      run.rows.push_back(curve_row(row, "step"));
+    for (const auto& point : read_rows<EvalPoint>(stage.dir + "/ppo_curve.jsonl", data.notes))
+      run.rows.push_back(curve_row(point));
     note_method(data, labels.setting.method);
     data.ppo.push_back(std::move(run));
   }
@@ -130,28 +144,20 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
 }  // namespace
 
 RunData load_run(const std::string& run_dir) {
-  std::string dag_path = run_dir + "/dag.json";
-  if (!fs::exists(dag_path))
-    fail("{}: not found; is {} a grm run directory? (grm run writes it)", dag_path, run_dir);
-  json dag = json::parse(read_file(dag_path), nullptr, false);
-  if (dag.is_discarded() || !dag.contains("stages"))
-    fail("{}: not a valid dag.json; re-run grm run", dag_path);
   RunData data;
   std::map<std::string, std::size_t> by_id;
-  for (const auto& entry : dag["stages"]) {
-    StageRecord stage;
-    stage.id = entry.value("id", "");
-    stage.name = entry.value("name", "");
-    stage.subcommand = entry.value("subcommand", "");
-    stage.state = entry.value("state", "pending");
-    stage.dir = run_dir + "/" + entry.value("dir", "stages/" + stage.id);
+  for (auto& entry : read_dag(run_dir)) {
+    StageRecord stage{std::move(entry), false};
+    stage.dir = run_dir + "/" + stage.dir;
     stage.done = fs::exists(stage.dir + "/DONE");
-    for (const auto& [key, value] : entry.value("labels", std::map<std::string, std::string>{})) {
+    std::map<std::string, std::string> labels;
+    for (const auto& [key, value] : stage.labels) {
       std::string short_key = key.substr(key.rfind('.') + 1);
       if (short_key == "method" || short_key == "alpha" || short_key == "size" || short_key == "seed") {
-        stage.labels[short_key] = value;
+        labels[short_key] = value;
       }
     }
+    stage.labels = std::move(labels);
     if (stage.labels.count("method")) note_method(data, stage.labels["method"]);
     by_id[stage.id] = data.stages.size();
     data.stages.push_back(std::move(stage));
@@ -161,7 +167,7 @@ RunData load_run(const std::string& run_dir) {
     if (stage.done) {
       read_stage_outputs(data, stage, by_id);
     } else {
-      not_done.push_back(stage.id + " (" + stage.state + ")");
+      not_done.push_back(stage.id + " (" + to_string(stage.state) + ")");
     }
   }
   if (!not_done.empty()) {

@@ -1,11 +1,14 @@
 // The over-optimization report of a run directory, built only from RUN_DIR/dag.json and the files the
 // stages left in their directories (stages that are not DONE are listed, not read):
 //
-//   metrics.jsonl    (train-rm)  {"step","epoch","loss","reward_loss","reg_loss","accuracy",...} per line
-//   eval.json        (eval-rm)   {"sets": {"id": {"accuracy","n","ties"}, "ood_<name>": {...}}}
-//   bon_curves.json  (bon)       {"n_max","n_prompts","curves": {"<proxy stage id>": [{"n","kl","proxy",
-//                                 "gold","gold_lo","gold_hi","proxy_lo","proxy_hi",...}]}}
-//   ppo_curve.jsonl  (ppo)       {"step","kl","proxy","gold","length"} per line
+//   metrics.jsonl    (train-rm)  a TrainMetricsRow per line (rm/train_rm.hpp): {"step","loss","accuracy",...}
+//   eval.json        (eval-rm)   an EvalRmResult (rm/eval_rm.hpp): {"sets": {"id": {"accuracy",...}, ...}}
+//   bon_curves.json  (bon)       a BonCurves (bon/best_of_n.hpp): {"n_max","n_prompts","curves":
+//                                 {"<proxy stage id>": [{"n","kl","proxy","gold","gold_lo",...}]}}
+//   ppo_curve.jsonl  (ppo)       an EvalPoint per line (ppo/ppo.hpp): {"step","kl","proxy","gold",...}
+//
+// read through those structs' from_json, so the keys are written in one place; a number a file lacks
+// reads as NaN (not recorded), so the files of older runs still load.
 //
 // Results are grouped by the stages' labels: `method`, `alpha`, `size`, `seed` (a dotted label such as
 // `rm.method` counts by its last part). Accuracies are fractions; the eval set named `id` is in

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pipeline/dag.hpp"
 #include "pipeline/report/plot.hpp"
 #include "pipeline/report/report.hpp"
 #include "pipeline/report/stats.hpp"
@@ -56,10 +57,10 @@ struct CurveRun : Labelled {
   std::vector<CurveRow> rows;
 };
 
-struct StageRecord {
-  std::string id, name, subcommand, dir, state;
-  bool done = false;
-  std::map<std::string, std::string> labels;
+// A dag.json stage as the report reads it: `dir` is joined to the run directory, and `labels` keeps
+// method, alpha, size and seed, keyed by their last dotted part ("rm.alpha" -> "alpha").
+struct StageRecord : DagStage {
+  bool done = false;  // its DONE marker is there
 };
 
 struct RunData {

@@ -1,7 +1,11 @@
 #include "pipeline/report/stats.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <random>
+
+#include "core/error.hpp"
 
 namespace grm {
 
@@ -31,6 +35,34 @@ Estimate estimate(const std::vector<double>& values) {
 
 bool intervals_disjoint(const Estimate& a, const Estimate& b) {
   return a.has_interval() && b.has_interval() && (a.hi < b.lo || b.hi < a.lo);
+}
+
+Estimate paired_difference(const std::vector<double>& a, const std::vector<double>& b, int resamples,
+                           uint64_t seed) {
+  if (a.size() != b.size())
+    fail("paired difference of {} and {} items: the items must be the same", a.size(), b.size());
+  if (a.empty()) return {NAN, NAN, NAN, 0};
+  size_t m = a.size();
+  std::vector<double> differences(m);
+  for (size_t i = 0; i < m; ++i) differences[i] = a[i] - b[i];
+  Estimate result;
+  result.n = int(m);
+  result.mean = std::accumulate(differences.begin(), differences.end(), 0.0) / double(m);
+  result.lo = result.hi = result.mean;
+  if (m < 2) return result;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<size_t> pick(0, m - 1);
+  std::vector<double> means(size_t(std::max(resamples, 1)));
+  for (auto& mean : means) {
+    double sum = 0;
+    for (size_t i = 0; i < m; ++i) sum += differences[pick(rng)];
+    mean = sum / double(m);
+  }
+  std::sort(means.begin(), means.end());
+  auto at = [&](double q) { return means[std::min(means.size() - 1, size_t(q * double(means.size())))]; };
+  result.lo = std::min(result.mean, at(0.025));
+  result.hi = std::max(result.mean, at(0.975));
+  return result;
 }
 
 }  // namespace grm

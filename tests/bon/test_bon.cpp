@@ -1,7 +1,8 @@
 // Best-of-N: the unbiased estimator against brute-force enumeration, the KL formula, bootstrap intervals,
-// prompt reading, and a small end-to-end run with resume.
+// prompt reading, the curve files' JSON, and a small end-to-end run with resume.
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <filesystem>
@@ -22,17 +23,21 @@ using namespace grm;
 
 namespace {
 
-// E[gold of the proxy-max of a uniformly drawn n-subset], by listing every subset.
+// E[gold of the proxy-max of a uniformly drawn n-subset], by listing every subset; a tie for the maximum is
+// broken uniformly at random, so the subset counts the mean gold of its tied maxima.
 double brute_force(const std::vector<double>& proxy, const std::vector<double>& gold, int n) {
   int N = int(proxy.size());
   double sum = 0;
   int64_t count = 0;
   std::function<void(int, std::vector<int>&)> walk = [&](int start, std::vector<int>& chosen) {
     if (int(chosen.size()) == n) {
-      int best = chosen[0];
+      double top = proxy[size_t(chosen[0])];
+      for (int i : chosen) top = std::max(top, proxy[size_t(i)]);
+      double tied_sum = 0;
+      int tied = 0;
       for (int i : chosen)
-        if (proxy[size_t(i)] > proxy[size_t(best)]) best = i;
-      sum += gold[size_t(best)];
+        if (proxy[size_t(i)] == top) tied_sum += gold[size_t(i)], ++tied;
+      sum += tied_sum / tied;
       ++count;
       return;
     }
@@ -58,6 +63,24 @@ TEST(BestOfN, EstimatorEqualsEnumerationOverAllSubsets) {
     EXPECT_NEAR(best_of_n_expectation(proxy, proxy, N), *std::max_element(proxy.begin(), proxy.end()), 1e-12);
   }
   EXPECT_THROW(best_of_n_expectation({1, 2}, {1, 2}, 3), Error);
+}
+
+TEST(BestOfN, TiedProxyScoresAverageTheGoldOfTheTieGroup) {
+  // Worked by hand: both samples tie on the proxy, so best-of-2 is either one with probability 1/2.
+  EXPECT_DOUBLE_EQ(best_of_n_expectation({1, 1}, {0, 1}, 2), 0.5);
+  EXPECT_DOUBLE_EQ(best_of_n_expectation({1, 1}, {1, 0}, 2), 0.5);
+  // {a: 0, b: 1, c: 1}, n = 2: subsets ab -> b, ac -> c, bc -> (b + c) / 2; gold a 5, b 1, c 3.
+  EXPECT_NEAR(best_of_n_expectation({0, 1, 1}, {5, 1, 3}, 2), (1.0 + 3.0 + 2.0) / 3.0, 1e-12);
+  // Coarse proxies (oracles, bf16 rewards) tie often: the estimator still equals enumeration.
+  std::mt19937_64 rng(5);
+  std::uniform_int_distribution<int> level(0, 2);
+  std::normal_distribution<double> normal;
+  for (int N : {4, 9}) {
+    std::vector<double> proxy(static_cast<size_t>(N)), gold(static_cast<size_t>(N));
+    for (int i = 0; i < N; ++i) proxy[size_t(i)] = level(rng), gold[size_t(i)] = normal(rng);
+    for (int n = 1; n <= N; ++n)
+      EXPECT_NEAR(best_of_n_expectation(proxy, gold, n), brute_force(proxy, gold, n), 1e-12) << N << " " << n;
+  }
 }
 
 TEST(BestOfN, KlFormulaAndGrid) {
@@ -98,6 +121,21 @@ TEST(BestOfN, PromptsAreTheInlineListThenTheFileUpToTheLimit) {
   fs::remove(path);
 }
 
+TEST(BestOfN, PromptsAreSpelledAsInPpo) {
+  auto read = [](const std::string& yaml) {
+    return read_config<BonConfig>(load_yaml_text(yaml, "bon.yaml"), "bon.yaml");
+  };
+  auto c = read("prompt_file: p.jsonl\nprompt_list: [Once]\n");
+  EXPECT_EQ(c.prompt_file, "p.jsonl");
+  EXPECT_EQ(c.prompt_list, std::vector<std::string>{"Once"});
+  try {
+    read("n_max: 4\nprompts: p.jsonl\n");
+    ADD_FAILURE() << "the old key was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "bon.yaml:2: 'prompts' was renamed to 'prompt_file'");
+  }
+}
+
 TEST(BestOfN, EndToEndCurvesAndResumedSampling) {
   auto dir = temp_dir("bon");
   BonConfig c;
@@ -131,6 +169,34 @@ TEST(BestOfN, EndToEndCurvesAndResumedSampling) {
   run_best_of_n(c, (dir / "killed").string());
   EXPECT_EQ(read_file((dir / "killed/samples.jsonl").string()), samples);
   fs::remove_all(dir);
+}
+
+TEST(BestOfN, CurvesRoundTripThroughTheirJsonWithTodaysKeys) {
+  BonPoint point{4, 0.5, 1.5, 0.25, 1.25, 1.75, 0.125, 0.375, 0.5, 0.0625};
+  auto text = R"({"n": 4, "kl": 0.5, "proxy": 1.5, "gold": 0.25, "proxy_lo": 1.25, "proxy_hi": 1.75,
+                  "gold_lo": 0.125, "gold_hi": 0.375, "proxy_norm": 0.5, "gold_norm": 0.0625})";
+  EXPECT_EQ(nlohmann::json(point), nlohmann::json::parse(text));
+  auto back = nlohmann::json::parse(text).get<BonPoint>();
+  EXPECT_EQ(back.n, 4);
+  EXPECT_EQ(back.gold_hi, 0.375);
+  EXPECT_EQ(nlohmann::json(back), nlohmann::json(point));  // every field read back (the file has them all)
+
+  BonCurves curves{64, 8, {{"proxy_rm-0123456789abcdef", {point, point}}}};
+  nlohmann::json file = curves;
+  EXPECT_EQ(file["n_max"], 64);
+  EXPECT_EQ(file["n_prompts"], 8);
+  EXPECT_EQ(file["curves"]["proxy_rm-0123456789abcdef"][1], nlohmann::json::parse(text));
+  auto read = file.get<BonCurves>();
+  EXPECT_EQ(read.n_max, 64);
+  EXPECT_EQ(read.n_prompts, 8);
+  ASSERT_EQ(read.curves.size(), 1u);
+  EXPECT_EQ(nlohmann::json(read), file);
+
+  // A number the file lacks (or holds as null, how JSON writes NaN) reads as NaN; "n" is required.
+  auto partial = nlohmann::json::parse(R"({"n": 2, "kl": 0.25, "gold_lo": null})").get<BonPoint>();
+  EXPECT_EQ(partial.kl, 0.25);
+  EXPECT_TRUE(std::isnan(partial.gold_lo) && std::isnan(partial.proxy_norm));
+  EXPECT_THROW(nlohmann::json::parse(R"({"kl": 0.25})").get<BonPoint>(), nlohmann::json::exception);
 }
 
 }  // namespace

@@ -62,6 +62,28 @@ struct Outer {
   }
 };
 
+// Old spellings: a key that moved into `adam`, and a choice that is spelled as another key now. The calls
+// come after the fields on purpose: the old spellings must be found whatever the order.
+struct Renamed {
+  std::string finetune = "full";
+  AdamConfig adam;
+  template <class V>
+  void visit(V& v) {
+    v("finetune", finetune, {"full", "lora"});
+    v("adam", adam);
+    v.renamed("learning_rate", "adam.lr");
+    v.renamed("finetune: frozen", "method: frozen");
+  }
+};
+
+struct HoldsRenamed {
+  Renamed rm;
+  template <class V>
+  void visit(V& v) {
+    v("rm", rm);
+  }
+};
+
 // The message of the grm::Error that `action` throws; a test fails if it throws nothing.
 template <class F>
 std::string error_of(F action) {
@@ -135,6 +157,41 @@ TEST(Config, WrongTypeNamesFileLineKeyAndValue) {
 TEST(Config, BadChoiceListsAllowedValues) {
   EXPECT_EQ(error_of([] { parse("method: dpo\n"); }),
             "cfg.yaml:1: 'method' must be one of bt, margin, grm; got 'dpo'");
+}
+
+TEST(Config, RenamedKeysAndValuesNameTheNewSpellingWithFileAndLine) {
+  auto read = [](const std::string& text) {
+    return grm::read_config<HoldsRenamed>(grm::load_yaml_text(text, "old.yaml"), "old.yaml");
+  };
+  EXPECT_EQ(error_of([&] { read("rm:\n  finetune: lora\n  learning_rate: 0.1\n"); }),
+            "old.yaml:3: 'rm.learning_rate' was renamed to 'rm.adam.lr'");
+  EXPECT_EQ(error_of([&] { read("\nrm: {finetune: frozen}\n"); }),
+            "old.yaml:2: 'rm.finetune: frozen' was renamed to 'rm.method: frozen'");
+  // Other values of a field with a renamed value read as usual, or fail as bad choices.
+  EXPECT_EQ(read("rm: {finetune: lora, adam: {lr: 0.5}}\n").rm.finetune, "lora");
+  EXPECT_EQ(error_of([&] { read("rm: {finetune: head}\n"); }),
+            "old.yaml:1: 'rm.finetune' must be one of full, lora; got 'head'");
+  // Nothing of the old spellings is written back.
+  EXPECT_EQ(grm::dump_config(HoldsRenamed{}),
+            "rm:\n  finetune: full\n  adam:\n    lr: 1e-04\n    "
+            "warmup_steps: 10\n    sizes: [1, 2]\n");
+}
+
+TEST(Config, RenamedKeysFailInOverridesAndSweepKeys) {
+  YAML::Node root = grm::load_yaml_text("rm: {}\n", "cfg.yaml");
+  EXPECT_EQ(error_of([&] { grm::apply_checked_override<HoldsRenamed>(root, "rm.learning_rate=1"); }),
+            "--set rm.learning_rate=1: 'rm.learning_rate' was renamed to 'rm.adam.lr'");
+  EXPECT_EQ(error_of([&] { grm::apply_checked_override<HoldsRenamed>(root, "rm.finetune=frozen"); }),
+            "--set rm.finetune=frozen: 'rm.finetune: frozen' was renamed to 'rm.method: frozen'");
+  grm::apply_checked_override<HoldsRenamed>(root, "rm.finetune=lora");
+  EXPECT_EQ(grm::read_config<HoldsRenamed>(root, "cfg.yaml").rm.finetune, "lora");
+  // A sweep checks each value where it stands in the file.
+  YAML::Node values = grm::load_yaml_text("keys:\n  rm.finetune: [lora,\n    frozen]\n", "sweep.yaml");
+  EXPECT_EQ(error_of([&] {
+              for (const auto& value : values["keys"]["rm.finetune"])
+                grm::check_config_key<HoldsRenamed>("rm.finetune", value, "sweep.yaml");
+            }),
+            "sweep.yaml:3: 'rm.finetune: frozen' was renamed to 'rm.method: frozen'");
 }
 
 TEST(Config, DuplicateKeyIsAnError) {

@@ -161,7 +161,7 @@ TEST_F(DagTest, RunsStagesInOrderWithInputsConfigsAndMarkers) {
   EXPECT_EQ(dag["stages"][2]["deps"], nlohmann::json({rm, world}));
   EXPECT_EQ(dag["stages"][2]["state"], "done");
   for (const auto& status : grm::read_dag_status(options_.run_dir))
-    EXPECT_EQ(status.state, "done") << status.id;
+    EXPECT_EQ(status.state, grm::StageState::done) << status.id;
 }
 
 TEST_F(DagTest, FailureSkipsDependantsButSiblingsFinish) {
@@ -172,11 +172,11 @@ TEST_F(DagTest, FailureSkipsDependantsButSiblingsFinish) {
   std::string e = add("e", "ok", "e: 1", {a});
   grm::RunResult result = grm::run_dag(stages_, options_);
   EXPECT_FALSE(result.ok);
-  EXPECT_EQ(outcome(result, b).state, "failed");
+  EXPECT_EQ(outcome(result, b).state, grm::StageState::failed);
   EXPECT_EQ(outcome(result, b).exit.code, 3);
-  EXPECT_EQ(outcome(result, c).state, "skipped");
-  EXPECT_EQ(outcome(result, d).state, "skipped");
-  EXPECT_EQ(outcome(result, e).state, "done");
+  EXPECT_EQ(outcome(result, c).state, grm::StageState::skipped);
+  EXPECT_EQ(outcome(result, d).state, grm::StageState::skipped);
+  EXPECT_EQ(outcome(result, e).state, grm::StageState::done);
   EXPECT_FALSE(fs::exists(dir(b) + "/DONE"));
   EXPECT_EQ(lines(run_file("calls.txt")).size(), 3u);  // c and d never started
   EXPECT_NE(result.summary.find("FAILED " + b + ": exit code 3; log: " + dir(b) + "/log.txt"),
@@ -188,10 +188,10 @@ TEST_F(DagTest, FailureSkipsDependantsButSiblingsFinish) {
   EXPECT_NE(result.summary.find("2 done (0 cached), 1 failed, 2 skipped"), std::string::npos)
       << result.summary;
 
-  std::map<std::string, std::string> states;
+  std::map<std::string, grm::StageState> states;
   for (const auto& status : grm::read_dag_status(options_.run_dir)) states[status.id] = status.state;
-  EXPECT_EQ(states[b], "failed");
-  EXPECT_EQ(states[d], "skipped");
+  EXPECT_EQ(states[b], grm::StageState::failed);
+  EXPECT_EQ(states[d], grm::StageState::skipped);
   std::string table = grm::format_dag_status(grm::read_dag_status(options_.run_dir));
   EXPECT_NE(table.find("5 stages: 2 done 1 failed 2 skipped"), std::string::npos) << table;
 }
@@ -202,7 +202,7 @@ TEST_F(DagTest, RerunSkipsDoneStagesAndRetriesFailedOnes) {
   EXPECT_FALSE(grm::run_dag(stages_, options_).ok);
   grm::RunResult again = grm::run_dag(stages_, options_);
   EXPECT_TRUE(outcome(again, a).cached);
-  EXPECT_EQ(outcome(again, b).state, "failed");
+  EXPECT_EQ(outcome(again, b).state, grm::StageState::failed);
   EXPECT_EQ(lines(run_file("calls.txt")), (std::vector<std::string>{a, b, b}));
   // Both attempts of b are in its one log.
   std::string log = grm::read_file(dir(b) + "/log.txt");
@@ -255,9 +255,9 @@ TEST_F(DagTest, KilledStageResumesInItsDirectory) {
   std::string a = add("train", "crash_once", "steps: 10");
   std::string b = add("eval", "ok", "x: 1", {a});
   grm::RunResult first = grm::run_dag(stages_, options_);
-  EXPECT_EQ(outcome(first, a).state, "failed");
+  EXPECT_EQ(outcome(first, a).state, grm::StageState::failed);
   EXPECT_EQ(outcome(first, a).exit.signal, SIGKILL);
-  EXPECT_EQ(outcome(first, b).state, "skipped");
+  EXPECT_EQ(outcome(first, b).state, grm::StageState::skipped);
   EXPECT_NE(first.summary.find("killed by signal 9"), std::string::npos) << first.summary;
   EXPECT_FALSE(fs::exists(dir(a) + "/DONE"));
 
@@ -304,8 +304,8 @@ TEST_F(DagTest, MissingExecutableFailsTheStageNotTheRun) {
   options_.grm_exe = (root_ / "no_such_grm").string();
   grm::RunResult result = grm::run_dag(stages_, options_);
   EXPECT_FALSE(result.ok);
-  EXPECT_EQ(outcome(result, a).state, "failed");
-  EXPECT_EQ(outcome(result, b).state, "failed");
+  EXPECT_EQ(outcome(result, a).state, grm::StageState::failed);
+  EXPECT_EQ(outcome(result, b).state, grm::StageState::failed);
   EXPECT_NE(grm::read_file(dir(a) + "/log.txt").find("cannot start"), std::string::npos);
 }
 
@@ -320,10 +320,10 @@ TEST_F(DagTest, RunningStagesShowInStatusAndBlockASecondRun) {
   pid_t orphan = grm::spawn_process({"sh", "-c", "while :; do sleep 0.1; done", dir(a)}, {});
   grm::write_file_atomic(dir(a) + "/pid", fmt::format("{} {}\n", orphan, grm::host_name()));
   grm::write_file_atomic(dir(b) + "/pid", fmt::format("{} {}\n", 999999, grm::host_name()));
-  std::map<std::string, std::string> states;
+  std::map<std::string, grm::StageState> states;
   for (const auto& status : grm::read_dag_status(options_.run_dir)) states[status.id] = status.state;
-  EXPECT_EQ(states[a], "running");
-  EXPECT_EQ(states[b], "interrupted");
+  EXPECT_EQ(states[a], grm::StageState::running);
+  EXPECT_EQ(states[b], grm::StageState::interrupted);
   try {
     grm::run_dag(stages_, options_);
     ADD_FAILURE() << "expected an error about the orphaned stage";
@@ -376,6 +376,89 @@ TEST_F(DagTest, InvalidStageListsAreRejected) {
   orphan.id = grm::stage_id(orphan);
   stages_.push_back(orphan);
   EXPECT_THROW(grm::run_dag(stages_, options_), grm::Error);
+}
+
+TEST(StageStates, RoundTripThroughTheirWordsAndAnUnknownWordIsAnError) {
+  using grm::StageState;
+  std::vector<std::string> words;
+  for (StageState state : {StageState::pending, StageState::running, StageState::done, StageState::failed,
+                           StageState::skipped, StageState::interrupted}) {
+    EXPECT_EQ(grm::stage_state_from_string(grm::to_string(state)), state) << grm::to_string(state);
+    words.push_back(grm::to_string(state));
+  }
+  EXPECT_EQ(words,
+            (std::vector<std::string>{"pending", "running", "done", "failed", "skipped", "interrupted"}));
+  try {
+    grm::stage_state_from_string("finished");
+    ADD_FAILURE() << "expected grm::Error";
+  } catch (const grm::Error& error) {
+    EXPECT_STREQ(
+        error.what(),
+        "unknown stage state 'finished' (known: done, running, failed, skipped, interrupted, pending)");
+  }
+  // In a dag.json the message also names the file and the stage.
+  auto dir = temp_dir("dag_state");
+  grm::write_file_atomic((dir / "dag.json").string(), R"({"stages": [{"id": "a-1", "state": "finished"}]})");
+  try {
+    grm::read_dag(dir.string());
+    ADD_FAILURE() << "expected grm::Error";
+  } catch (const grm::Error& error) {
+    EXPECT_NE(std::string(error.what())
+                  .find((dir / "dag.json").string() + ": stage 1 of 1: unknown stage state 'finished'"),
+              std::string::npos)
+        << error.what();
+  }
+  fs::remove_all(dir);
+}
+
+TEST(DagJson, StagesRoundTripThroughTheOneReader) {
+  grm::DagStage failed;  // every field away from its default, in this stage or the next
+  failed.id = "proxy_rm-0123456789abcdef";
+  failed.name = "proxy_rm";
+  failed.subcommand = "train-rm";
+  failed.deps = {"label-1", "world-2"};
+  failed.labels = {{"method", "grm"}, {"alpha", "0.01"}};
+  failed.ranks = 2;
+  failed.cores = 3;
+  failed.state = grm::StageState::failed;
+  failed.exit = grm::ExitStatus{137, 9};
+  failed.seconds = 1.5;
+  failed.dir = "stages/" + failed.id;
+  grm::DagStage skipped;
+  skipped.id = "eval-3";
+  skipped.state = grm::StageState::skipped;
+  skipped.cached = true;
+  skipped.skipped_because = failed.id;
+  skipped.dir = "elsewhere/eval-3";
+  auto dir = temp_dir("dag_json");
+  nlohmann::json dag = {{"version", 1}, {"stages", {failed, skipped, {{"id", "world-2"}}}}};
+  grm::write_file_atomic((dir / "dag.json").string(), dag.dump());
+
+  auto stages = grm::read_dag(dir.string());
+  ASSERT_EQ(stages.size(), 3u);
+  EXPECT_EQ(nlohmann::json(stages[0]), nlohmann::json(failed));  // every field read back as written
+  EXPECT_EQ(nlohmann::json(stages[1]), nlohmann::json(skipped));
+  EXPECT_EQ(stages[0].state, grm::StageState::failed);
+  EXPECT_EQ(stages[0].exit.signal, 9);
+  EXPECT_EQ(stages[1].skipped_because, failed.id);
+  // A stage given by its id alone (by hand, or by an older grm) reads with the defaults.
+  EXPECT_EQ(stages[2].id, "world-2");
+  EXPECT_EQ(stages[2].state, grm::StageState::pending);
+  EXPECT_EQ(stages[2].dir, "stages/world-2");
+  EXPECT_EQ(stages[2].ranks, 1);
+  EXPECT_TRUE(stages[2].deps.empty() && stages[2].labels.empty() && stages[2].name.empty());
+  // The keys the runner has always written, so the dag.json of an earlier run reads the same.
+  EXPECT_EQ(nlohmann::json(failed), nlohmann::json::parse(R"({
+      "id": "proxy_rm-0123456789abcdef", "name": "proxy_rm", "subcommand": "train-rm",
+      "deps": ["label-1", "world-2"], "labels": {"alpha": "0.01", "method": "grm"}, "ranks": 2, "cores": 3,
+      "state": "failed", "cached": false, "exit_code": 137, "signal": 9, "seconds": 1.5,
+      "skipped_because": "", "dir": "stages/proxy_rm-0123456789abcdef"})"));
+
+  grm::write_file_atomic((dir / "dag.json").string(), R"({"stages": [{"name": "no id"}]})");
+  EXPECT_THROW(grm::read_dag(dir.string()), grm::Error);
+  grm::write_file_atomic((dir / "dag.json").string(), R"({"stages": {}})");
+  EXPECT_THROW(grm::read_dag(dir.string()), grm::Error);
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "core/atomic_file.hpp"
@@ -28,8 +29,9 @@ std::string mini_overrides(const fs::path& run_dir) {
   return " --set run_dir=" + run_dir.string() +
          " --set world.n_train_prompts=16 --set world.n_test_prompts=8 --set world.n_ood_prompts=8"
          " --set world.n_gold_pairs=96 --set world.n_pool_pairs=64 --set world.n_eval_pairs=24"
+         " --set world.n_gold_ood_prompts=8 --set data.size=48"
          " --set world.max_new_tokens=24 --set gold.optim.epochs=1 --set train.epochs=1"
-         " --set bon.n_max=8 --set bon.n_prompts=4 --set bon.max_new_tokens=24"
+         " --set bon.config.n_max=8 --set bon.config.n_prompts=4 --set bon.config.max_new_tokens=24"
          " --set ppo.config.steps=2 --set ppo.config.eval_every=1 --set ppo.config.max_new_tokens=16"
          " --set ppo.config.n_eval_prompts=4";
 }
@@ -159,7 +161,48 @@ TEST(Pipeline, EachBadExperimentNamesTheFileAndLine) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/experiment.yaml"), std::string::npos) << e.what();
   }
+  expect(plan_error("name: x\ndata: {size: 700}\nworld: {n_pool_pairs: 600}\n"),
+         "data.size 700 is larger than the labelled pool (world.n_pool_pairs 600)");
+  expect(plan_error("name: x\nsweep:\n  keys:\n    data.size: [100, 5000]\n"), "data.size 5000 is larger");
+  expect(plan_error("name: x\nworld: {n_gold_ood_prompts: 0}\n"), "would be trained on no pairs of them");
+  expect(plan_error("name: x\nworld: {n_test_prompts: 8}\n"), "bon.config.n_prompts 32 is more than");
+  expect(plan_error("name: x\nworld: {n_test_prompts: 40}\nppo: {config: {n_eval_prompts: 64}}\n"),
+         "ppo.config.n_eval_prompts 64 is more than");
   EXPECT_EQ(plan_error("name: x\n"), "");  // the defaults alone make a valid experiment
+}
+
+TEST(Pipeline, OldSpellingsNameTheirNewKeys) {
+  EXPECT_NE(plan_error("name: x\nbon: {n_max: 8}\n")
+                .find("/experiment.yaml:2: 'bon.n_max' was renamed to 'bon.config.n_max'"),
+            std::string::npos);
+  EXPECT_EQ(plan_error("name: x\n", {"ppo.config.lr=0.001"}),
+            "--set ppo.config.lr=0.001: 'ppo.config.lr' was renamed to 'ppo.config.optim.lr'");
+  EXPECT_NE(plan_error("name: x\nsweep:\n  keys:\n    rm.finetune: [full, frozen]\n")
+                .find("experiment.yaml:4: 'rm.finetune: frozen' was renamed to 'rm.method: frozen'"),
+            std::string::npos);
+}
+
+TEST(Pipeline, BonConfigReachesTheSamplingAndScoringStages) {
+  auto dir = temp_dir("bon_plan");
+  auto path = (dir / "e.yaml").string();
+  write_file_atomic(path, "name: x\nbon:\n  config: {n_max: 8, top_k: 5, bootstrap: 50}\n");
+  int found = 0;
+  for (const auto& stage : plan_experiment(path, {}).stages) {
+    if (stage.name == "bon_samples") {
+      EXPECT_EQ(stage.config["n_max"].as<int>(), 8);
+      EXPECT_EQ(stage.config["top_k"].as<int>(), 5);
+      EXPECT_EQ(stage.config["n_prompts"].as<int>(), 32);  // the experiment's default, not grm bon's
+      EXPECT_EQ(stage.config["prompt_file"].as<std::string>(), "@world/prompts_test.jsonl");
+      // Scoring alone reads it, so a new value does not re-sample.
+      EXPECT_EQ(stage.config["bootstrap"].as<int>(), BonConfig().bootstrap);
+      ++found;
+    } else if (stage.name == "bon") {
+      EXPECT_EQ(stage.config["bootstrap"].as<int>(), 50);
+      ++found;
+    }
+  }
+  EXPECT_EQ(found, 2);
+  fs::remove_all(dir);
 }
 
 TEST(Pipeline, SweepStagesAreSharedAndLabelled) {
@@ -183,6 +226,49 @@ TEST(Pipeline, SweepStagesAreSharedAndLabelled) {
   EXPECT_EQ(proxies, 4);
   EXPECT_EQ(evals, 4);
   EXPECT_EQ(bon, 1);
+  fs::remove_all(dir);
+}
+
+// The report groups by these labels, so they are the settings a stage ends up with, not the swept values:
+// the regularizer is part of a GRM method, a baseline's unread alpha is reset, an unswept size still shows.
+TEST(Pipeline, StagesAreLabelledWithTheSettingsTheyEndUpWith) {
+  auto dir = temp_dir("labels");
+  auto path = (dir / "e.yaml").string();
+  write_file_atomic(
+      path,
+      "name: x\ndata: {size: 300}\nrm: {alpha: 0.05}\nsweep:\n  keys:\n    rm.method: [bt, grm]\n"
+      "    rm.reg: [sft, dpo]\n");
+  std::set<std::map<std::string, std::string>> proxies, evals;
+  for (const auto& stage : plan_experiment(path, {}).stages) {
+    if (stage.name == "proxy_rm") proxies.insert(stage.labels);
+    if (stage.name == "eval") evals.insert(stage.labels);
+  }
+  using Labels = std::map<std::string, std::string>;
+  std::set<Labels> expected = {
+      Labels{{"method", "bt"}, {"alpha", "0"}, {"size", "300"}, {"seed", "0"}},
+      Labels{{"method", "grm"}, {"alpha", "0.05"}, {"size", "300"}, {"seed", "0"}},
+      Labels{{"method", "grm-dpo"}, {"alpha", "0.05"}, {"size", "300"}, {"seed", "0"}}};
+  EXPECT_EQ(proxies, expected);  // the two bt points share one stage
+  EXPECT_EQ(evals, expected);
+  fs::remove_all(dir);
+}
+
+TEST(Pipeline, MarginProxiesReadTheMarginsThatLabelWrites) {
+  auto dir = temp_dir("margin");
+  auto path = (dir / "e.yaml").string();
+  write_file_atomic(path, "name: x\nsweep:\n  keys:\n    rm.method: [bt, margin]\n");
+  int margins = 0;
+  for (const auto& stage : plan_experiment(path, {}).stages) {
+    if (stage.name != "proxy_rm") continue;
+    std::string field = stage.config["data"]["margin_field"].as<std::string>();
+    if (stage.labels.at("method") == "margin") {
+      EXPECT_EQ(field, "margin");  // the field `label` writes into proxy_pairs.jsonl
+      ++margins;
+    } else {
+      EXPECT_EQ(field, "");  // the other methods are unchanged, so are their stage hashes
+    }
+  }
+  EXPECT_EQ(margins, 1);
   fs::remove_all(dir);
 }
 

@@ -1,4 +1,5 @@
-// The sampler chain (top-p, top-k, temperature, draw) on hand-worked distributions, and seeded generation.
+// The sampler chain (top-p, top-k, temperature, draw) on hand-worked distributions, seeded generation and
+// its stop ids.
 #include <gtest/gtest.h>
 
 #include "policy/generate.hpp"
@@ -40,6 +41,18 @@ TEST(Sampler, GenerationIsReproducibleBySeedAndDiffersAcrossSeeds) {
   EXPECT_EQ(a.tokens, b.tokens);
   EXPECT_NE(a.tokens, c.tokens);
   EXPECT_NE(a.tokens[0], a.tokens[1]);  // rows of one batch are different draws
+}
+
+TEST(Generate, StopsAtTheModelsEosIdsElseTheTokenizers) {
+  auto tokenizer = load_tokenizer(resolve_model_path("tinystories-656k"));
+  ASSERT_TRUE(tokenizer->eos_id.has_value());
+  ModelConfig config;
+  config.eos_ids = {5, 7};
+  auto options = generate_options_for(config, *tokenizer);
+  EXPECT_EQ(options.eos_ids, (std::vector<int64_t>{5, 7}));
+  EXPECT_EQ(options.pad_id, tokenizer->pad_id.value_or(0));
+  config.eos_ids.clear();
+  EXPECT_EQ(generate_options_for(config, *tokenizer).eos_ids, std::vector<int64_t>{*tokenizer->eos_id});
 }
 
 }  // namespace

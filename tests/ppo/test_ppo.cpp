@@ -229,9 +229,9 @@ std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
 PpoConfig story_config(const std::string& extra) {
   std::vector<std::string> train, held_out;
   story_prompts(train, held_out);
-  std::string yaml =
-      fmt::format("policy: tinystories-656k\nprompts: {}\neval_prompts: {}\nthreads: 1\ndevice: cpu\n{}",
-                  nlohmann::json(train).dump(), nlohmann::json(held_out).dump(), extra);
+  std::string yaml = fmt::format(
+      "policy: tinystories-656k\nprompt_list: {}\neval_prompt_list: {}\nthreads: 1\ndevice: cpu\n{}",
+      nlohmann::json(train).dump(), nlohmann::json(held_out).dump(), extra);
   return read_config<PpoConfig>(load_yaml_text(yaml, "test"), "test");
 }
 
@@ -239,7 +239,7 @@ TEST(PpoConfig, ValidationNamesWhatIsWrong) {
   auto config = story_config("");
   EXPECT_NO_THROW(config.validate());
   auto both = config;
-  both.prompts_train = "prompts.jsonl";
+  both.prompt_file = "prompts.jsonl";
   EXPECT_THROW(both.validate(), Error);
   auto greedy = config;
   greedy.sampling.temperature = 0;
@@ -250,6 +250,28 @@ TEST(PpoConfig, ValidationNamesWhatIsWrong) {
   EXPECT_THROW(rm_critic.validate(), Error);  // init: rm needs a proxy reward model
   EXPECT_THROW(story_config("ppo_epochs: 0\n"), Error);
   EXPECT_THROW(story_config("kl: {estimator: k2}\n"), Error);
+}
+
+TEST(PpoConfig, OldSpellingsNameTheirNewKeys) {
+  auto message = [](const std::string& yaml) {
+    try {
+      read_config<PpoConfig>(load_yaml_text(yaml, "ppo.yaml"), "ppo.yaml");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message("steps: 2\nlr_schedule: cosine\n"),
+            "ppo.yaml:2: 'lr_schedule' was renamed to 'optim.schedule'");
+  EXPECT_EQ(message("lr: 0.001\n"), "ppo.yaml:1: 'lr' was renamed to 'optim.lr'");
+  EXPECT_EQ(message("prompts_train: train.jsonl\n"),
+            "ppo.yaml:1: 'prompts_train' was renamed to 'prompt_file'");
+  EXPECT_EQ(message("prompts: [Once]\n"), "ppo.yaml:1: 'prompts' was renamed to 'prompt_list'");
+  EXPECT_EQ(message("critic: {finetune: head}\n"),
+            "ppo.yaml:1: 'critic.finetune: head' was renamed to 'critic.finetune: frozen'");
+  EXPECT_EQ(
+      read_config<PpoConfig>(load_yaml_text("optim: {schedule: cosine}\n", "ppo.yaml"), "ppo.yaml").optim.lr,
+      1e-5);  // PPO's own default, not reward-model training's
 }
 
 // PPO against a proxy that rewards one word ("happy", at most 5 per response). The untrained model says
@@ -263,7 +285,7 @@ TEST(PpoTraining, RaisesTheProxyRewardWhileKlGrowsFromZero) {
   auto dir = temp_dir("learn");
   auto config = story_config(
       "proxy: {oracle: 'word:happy'}\ngold: {oracle: story}\nrollout_batch: 8\nsamples_per_prompt: 4\n"
-      "minibatch_size: 16\nppo_epochs: 2\nlr: 0.001\nwhiten_advantages: false\nmax_new_tokens: 24\n"
+      "minibatch_size: 16\nppo_epochs: 2\noptim: {lr: 0.001}\nwhiten_advantages: false\nmax_new_tokens: 24\n"
       "steps: 24\neval_every: 8\nn_eval_prompts: 24\neval_samples_per_prompt: 4\nkl: {coef: 0.02}\n"
       "checkpoint_every: 12\n");
   auto result = train_ppo(config, (dir / "out").string());
@@ -304,8 +326,8 @@ TEST(PpoConfig, PromptFileErrorsNameTheLine) {
   write_file_atomic((dir / "bad.jsonl").string(),
                     "{\"id\": 1, \"prompt\": \"Once\"}\n{\"id\": 2, \"text\": \"x\"}\n");
   auto config = story_config("proxy: {oracle: 'word:happy'}\n");
-  config.prompts.clear();
-  config.prompts_train = (dir / "bad.jsonl").string();
+  config.prompt_list.clear();
+  config.prompt_file = (dir / "bad.jsonl").string();
   try {
     train_ppo(config, (dir / "out").string());
     ADD_FAILURE() << "a prompt record without 'prompt' was accepted";
@@ -324,12 +346,12 @@ TEST(PpoTraining, RunsDataParallelThroughTheCommandLine) {
   write_prompt_file(dir / "train.jsonl", train);
   write_prompt_file(dir / "eval.jsonl", held_out);
   write_file_atomic((dir / "ppo.yaml").string(),
-                    "policy: tinystories-656k\nprompts_train: train.jsonl\nprompts_eval: eval.jsonl\n"
+                    "policy: tinystories-656k\nprompt_file: train.jsonl\neval_prompt_file: eval.jsonl\n"
                     "proxy: {oracle: story}\nrollout_batch: 2\nsamples_per_prompt: 2\nminibatch_size: 2\n"
                     "max_new_tokens: 8\nsteps: 2\nn_eval_prompts: 6\nthreads: 1\ndevice: cpu\n");
   std::string command = fmt::format(
       "mpirun --allow-run-as-root --oversubscribe -np 2 {} ppo --config {} --out {} "
-      "--set lr=0.001 > {} 2>&1",
+      "--set optim.lr=0.001 > {} 2>&1",
       GRM_BINARY, (dir / "ppo.yaml").string(), (dir / "out").string(), (dir / "log.txt").string());
   ASSERT_EQ(std::system(command.c_str()), 0) << read_file((dir / "log.txt").string());
   auto metrics = read_jsonl(dir / "out/metrics.jsonl");
@@ -356,7 +378,7 @@ TEST(PpoTraining, ResumeAfterAKillGivesTheSameFinalActorAndCurve) {
   // KL coefficient: every piece of state a checkpoint must carry.
   auto config = story_config(
       "proxy: {oracle: story}\nrollout_batch: 2\nsamples_per_prompt: 2\nminibatch_size: 2\n"
-      "ppo_epochs: 2\nlr: 0.003\nmax_new_tokens: 8\nsteps: 5\neval_every: 2\nn_eval_prompts: 4\n"
+      "ppo_epochs: 2\noptim: {lr: 0.003}\nmax_new_tokens: 8\nsteps: 5\neval_every: 2\nn_eval_prompts: 4\n"
       "checkpoint_every: 2\nfinetune: lora\nlora: {rank: 4, dropout: 0.1}\ncritic: {head: mlp, head_hidden: "
       "16}\n"
       "reward_norm: true\nkl: {coef: 0.1, target: 1.0, horizon: 100}\n");
@@ -384,6 +406,27 @@ TEST(PpoTraining, ResumeAfterAKillGivesTheSameFinalActorAndCurve) {
   EXPECT_FALSE(torch::equal(a.at("model.layers.0.self_attn.q_proj.weight"),
                             base.at("model.layers.0.self_attn.q_proj.weight")));
   fs::remove_all(dir);
+}
+
+TEST(PpoCurve, EvalPointsRoundTripThroughTheirJsonWithTodaysKeys) {
+  EvalPoint point{8, 0.5, 1.25, 12.5, 0.75, 16};
+  auto text = R"({"step": 8, "kl": 0.5, "proxy": 1.25, "gold": 0.75, "length": 12.5, "samples": 16})";
+  EXPECT_EQ(nlohmann::json(point), nlohmann::json::parse(text));
+  auto back = nlohmann::json::parse(text).get<EvalPoint>();
+  EXPECT_EQ(back.step, 8);
+  ASSERT_TRUE(back.gold.has_value());
+  EXPECT_EQ(*back.gold, 0.75);
+  EXPECT_EQ(nlohmann::json(back), nlohmann::json(point));
+
+  point.gold.reset();  // no gold scorer: null in the file, none when read
+  EXPECT_TRUE(nlohmann::json(point)["gold"].is_null());
+  EXPECT_FALSE(nlohmann::json(point).get<EvalPoint>().gold.has_value());
+  // An older line: samples written as a float, no length.
+  auto old = nlohmann::json::parse(R"({"step": 0, "kl": 0.0, "proxy": 0.5, "gold": null, "samples": 6.0})")
+                 .get<EvalPoint>();
+  EXPECT_EQ(old.samples, 6);
+  EXPECT_TRUE(std::isnan(old.length));
+  EXPECT_THROW(nlohmann::json::parse(R"({"kl": 0.5})").get<EvalPoint>(), nlohmann::json::exception);
 }
 
 }  // namespace

@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 
 #include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/text_io.hpp"
 #include "policy/model_path.hpp"
 #include "policy/safetensors.hpp"
 #include "policy/tokenizer/tokenizer.hpp"
@@ -45,7 +48,9 @@ TEST(Losses, MatchHandWorkedValues) {
   double ls = ((0.9 * nls(1) + 0.1 * nls(-1)) + (0.9 * nls(-1) + 0.1 * nls(1))) / 2;
   EXPECT_NEAR(value(label_smooth_loss(rc, rr, 0.1)), ls, 1e-6);
   EXPECT_NEAR(value(sft_reg(vec({-10.0f}), 0.1)), nls(-1), 1e-6);  // 1.313262
-  EXPECT_NEAR(value(sft_nll_reg(vec({-6.0f, -2.0f}), torch::tensor({3, 4}))), (2.0 + 0.5) / 2, 1e-6);
+  EXPECT_NEAR(value(sft_nll_per_token_reg(vec({-6.0f, -2.0f}), torch::tensor({3, 4}))), (2.0 + 0.5) / 2,
+              1e-6);
+  EXPECT_NEAR(value(sft_nll_reg(vec({-6.0f, -2.0f}))), (6.0 + 2.0) / 2, 1e-6);  // no_logsigmoid_sft
   EXPECT_NEAR(value(dpo_noref_reg(vec({-5.0f}), vec({-7.0f}), 0.1)), nls(0.2), 1e-6);
   // ((-5 - -4) - (-7 - -7)) = -1, times beta
   EXPECT_NEAR(value(dpo_reg(vec({-5.0f}), vec({-7.0f}), vec({-4.0f}), vec({-7.0f}), 0.1)), nls(-0.1), 1e-6);
@@ -84,6 +89,24 @@ TEST(RewardModel, SequenceClassificationFixtureReproducesTransformers) {
   auto rewards = model->forward(ref.at("input_ids"), ref.at("attention_mask")).rewards;
   auto expected = ref.at("rewards").view({-1});
   EXPECT_LT((rewards - expected).abs().max().item<double>(), 1e-4);
+}
+
+TEST(RewardModel, HeadDropoutActsWhileTrainingOnly) {
+  auto model_dir = resolve_model_path("tinystories-656k");
+  auto model = make_reward_model(model_dir, {"mlp", 64, 0.5}, 3);
+  auto tokenizer = load_tokenizer(model_dir);
+  auto ids = torch::tensor(tokenizer->encode("Once upon a time there was a cat")).unsqueeze(0).repeat({4, 1});
+  auto mask = torch::ones_like(ids);
+  torch::NoGradGuard no_grad;
+  model->train();
+  auto a = model->forward(ids, mask).rewards, b = model->forward(ids, mask).rewards;
+  EXPECT_FALSE(torch::allclose(a, b)) << "rows of one batch and two calls should draw different masks";
+  model->eval();
+  auto c = model->forward(ids, mask).rewards, d = model->forward(ids, mask).rewards;
+  EXPECT_TRUE(torch::equal(c, d));
+  EXPECT_NEAR((c - c[0]).abs().max().item<double>(), 0.0, 1e-6);  // same text, same reward
+  // The training default is the reference's 0.1.
+  EXPECT_DOUBLE_EQ(RmConfig().head_dropout, 0.1);
 }
 
 TEST(RewardModel, LinearHeadSavesAsSequenceClassificationAndReloads) {
@@ -317,6 +340,44 @@ TEST(TrainRm, EveryMethodAndRegularizerTrains) {
   fs::remove_all(dir);
 }
 
+TEST(TrainRm, ScheduleHoldsOrDecaysTheLearningRate) {
+  auto dir = temp_dir("schedule");
+  auto c = small_config(dir, 40);
+  c.optim.max_steps = 3;
+  c.optim.warmup_ratio = 0;
+  c.log_every = 1;
+  c.checkpoint_every = 0;
+  auto rates = [&](const std::string& schedule) {
+    auto run = c;
+    run.optim.schedule = schedule;
+    train_reward_model(run, (dir / schedule).string());
+    std::vector<double> out;
+    for (const auto& line : read_lines((dir / schedule / "metrics.jsonl").string()))
+      out.push_back(nlohmann::json::parse(line).at("lr").get<double>());
+    return out;
+  };
+  EXPECT_EQ(rates("constant"), std::vector<double>(3, c.optim.lr));
+  auto cosine = rates("cosine");
+  ASSERT_EQ(cosine.size(), 3u);
+  EXPECT_EQ(cosine[0], c.optim.lr);
+  EXPECT_LT(cosine[2], cosine[1]);
+  EXPECT_LT(cosine[1], cosine[0]);
+  fs::remove_all(dir);
+}
+
+TEST(TrainRmConfig, AFrozenBackboneIsSpelledMethodFrozen) {
+  auto read = [](const std::string& yaml) {
+    return read_config<TrainRmConfig>(load_yaml_text(yaml, "rm.yaml"), "rm.yaml");
+  };
+  EXPECT_EQ(read("rm: {method: frozen}\n").rm.method, "frozen");
+  try {
+    read("rm:\n  finetune: frozen\n");
+    ADD_FAILURE() << "finetune: frozen was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "rm.yaml:2: 'rm.finetune: frozen' was renamed to 'rm.method: frozen'");
+  }
+}
+
 TEST(TrainRm, EnsembleTrainsMembersAndCombinesThem) {
   auto dir = temp_dir("ensemble");
   auto c = small_config(dir, 40);
@@ -334,7 +395,26 @@ TEST(TrainRm, EnsembleTrainsMembersAndCombinesThem) {
   for (size_t i = 0; i < items.size(); ++i) EXPECT_DOUBLE_EQ(e[i], std::min(a[i], b[i]));
   EXPECT_NE(a[0], b[0]);  // different seeds, different members
   EXPECT_DOUBLE_EQ(combine_ensemble({1, 3}, "mean_minus_std", 2.0), 2.0 - 2.0 * 1.0);
+  // The members were trained with their own seeds, none of them the run's (the bt proxy's) seed.
+  for (int k = 0; k < 2; ++k) {
+    auto config =
+        nlohmann::json::parse(read_file((dir / fmt::format("out/model/member_{}/config.json", k)).string()));
+    EXPECT_EQ(config["grm"]["seed"].get<uint64_t>(), ensemble_member_seed(c.seed, k));
+  }
   fs::remove_all(dir);
+}
+
+TEST(TrainRm, EnsembleMemberSeedsAreDisjointFromRunSeedsAndOtherEnsembles) {
+  std::set<uint64_t> seen;
+  for (uint64_t seed = 0; seed < 50; ++seed)
+    for (int64_t k = 0; k < 8; ++k) {
+      uint64_t member = ensemble_member_seed(seed, k);
+      EXPECT_GE(member, uint64_t(1) << 62) << "member " << k << " of seed " << seed;
+      EXPECT_TRUE(seen.insert(member).second) << "member " << k << " of seed " << seed << " repeats a seed";
+    }
+  EXPECT_EQ(ensemble_member_seed(3, 1), (uint64_t(1) << 62) + (uint64_t(3) << 16) + 1);
+  EXPECT_THROW(ensemble_member_seed(uint64_t(1) << 46, 0), Error);
+  EXPECT_THROW(ensemble_member_seed(0, 1 << 16), Error);
 }
 
 TEST(EvalRm, ReportsOverallAndPerSubsetAccuracyOnHhh) {
@@ -346,7 +426,7 @@ TEST(EvalRm, ReportsOverallAndPerSubsetAccuracyOnHhh) {
   config.scorer.model = (dir / "rm").string();
   config.sets["hhh"].data.path = shared_path("data/hhh_alignment.jsonl");
   config.sets["hhh"].sections = {{"safety", {"harmless"}}, {"rest", {"helpful", "honest", "other"}}};
-  auto result = evaluate_reward_model(config)["sets"]["hhh"];
+  auto result = nlohmann::json(evaluate_reward_model(config))["sets"]["hhh"];  // as eval.json has it
   auto pairs = read_preferences(config.sets["hhh"].data);
   EXPECT_EQ(result["n"].get<size_t>(), pairs.size());
   int64_t total = 0, right = 0;
@@ -363,6 +443,48 @@ TEST(EvalRm, ReportsOverallAndPerSubsetAccuracyOnHhh) {
   fs::remove_all(dir);
 }
 
+TEST(EvalRm, ResultsRoundTripThroughEvalJsonWithTodaysKeys) {
+  EvalSetResult hhh{{0.75, 8}, 1, {{"subset", {{"harmless", {0.5, 2}}, {"helpful", {1.0, 6}}}}}, {}, {}};
+  hhh.sections = {{"safety", {0.5, 2}}, {"rest", {1.0, 6}}};
+  hhh.section_score = 0.75;
+  EvalRmResult result{{{"hhh", hhh}, {"id", EvalSetResult{{0.625, 8}, 0, {}, {}, std::nullopt}}}};
+  auto text = R"({"sets": {
+      "hhh": {"accuracy": 0.75, "n": 8, "ties": 1,
+              "groups": {"subset": {"harmless": {"accuracy": 0.5, "n": 2}, "helpful": {"accuracy": 1.0, "n": 6}}},
+              "sections": {"rest": {"accuracy": 1.0, "n": 6}, "safety": {"accuracy": 0.5, "n": 2}},
+              "section_score": 0.75},
+      "id": {"accuracy": 0.625, "n": 8, "ties": 0, "groups": {}}}})";
+  EXPECT_EQ(nlohmann::json(result), nlohmann::json::parse(text));  // no sections: neither key
+  auto back = nlohmann::json::parse(text).get<EvalRmResult>();
+  ASSERT_EQ(back.sets.size(), 2u);
+  EXPECT_EQ(back.sets["hhh"].groups["subset"]["helpful"].n, 6);
+  EXPECT_EQ(back.sets["hhh"].section_score, 0.75);
+  EXPECT_FALSE(back.sets["id"].section_score.has_value());
+  EXPECT_EQ(nlohmann::json(back), nlohmann::json(result));
+  // The report's fixtures and older runs give less; what is missing reads as NaN, 0 or none.
+  auto old = nlohmann::json::parse(R"({"sets": {"id": {"n": 10}}})").get<EvalRmResult>();
+  EXPECT_TRUE(std::isnan(old.sets["id"].accuracy));
+  EXPECT_EQ(old.sets["id"].ties, 0);
+}
+
+TEST(TrainRm, MetricsRowsRoundTripThroughTheirJsonWithTodaysKeys) {
+  TrainMetricsRow row{20, 0.5, 0.625, 0.5, 0.25, 0.75, 0.125, 1.5, 1000, 0.0001, "member 1"};
+  auto text = R"({"step": 20, "epoch": 0.5, "loss": 0.625, "reward_loss": 0.5, "reg_loss": 0.25,
+                  "accuracy": 0.75, "reward_mean": 0.125, "reward_std": 1.5, "tokens_per_s": 1000.0,
+                  "lr": 0.0001, "member": "member 1"})";
+  EXPECT_EQ(nlohmann::json(row), nlohmann::json::parse(text));
+  auto back = nlohmann::json::parse(text).get<TrainMetricsRow>();
+  EXPECT_EQ(back.member, "member 1");
+  EXPECT_EQ(nlohmann::json(back), nlohmann::json(row));
+  row.member.clear();  // not an ensemble: no "member" key
+  EXPECT_FALSE(nlohmann::json(row).contains("member"));
+  auto old = nlohmann::json::parse(R"({"step": 100, "loss": 0.3, "accuracy": 0.9})").get<TrainMetricsRow>();
+  EXPECT_EQ(old.step, 100);
+  EXPECT_EQ(old.accuracy, 0.9);
+  EXPECT_TRUE(std::isnan(old.epoch) && std::isnan(old.lr));
+  EXPECT_THROW(nlohmann::json::parse(R"({"loss": 0.3})").get<TrainMetricsRow>(), nlohmann::json::exception);
+}
+
 // Runs `grm train-rm` and returns its exit status.
 int run_grm(const std::string& prefix, const fs::path& config, const fs::path& out) {
   std::string command = prefix + " " + GRM_BINARY + " train-rm --config " + config.string() + " --out " +
@@ -377,7 +499,8 @@ TEST(TrainRm, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
     std::string yaml = fmt::format(
         "model: tinystories-656k\nmax_length: 40\nthreads: 1\neval_fraction: 0\nlog_every: "
         "1\ncheckpoint_every: 0\ndevice: cpu\n"  // MPI buckets, also on a machine with one GPU
-        "data: {{path: {}}}\nrm: {{method: grm, reg: sft, alpha: 0.1, head: linear}}\n"
+        // No head dropout: its masks depend on how the batch is split, and the test compares splits.
+        "data: {{path: {}}}\nrm: {{method: grm, reg: sft, alpha: 0.1, head: linear, head_dropout: 0}}\n"
         "optim: {{lr: 0.0002, batch_size: {}, max_steps: 3, warmup_ratio: 0}}\n",
         (dir / "pairs.jsonl").string(), batch);
     write_file_atomic((dir / name).string(), yaml);
