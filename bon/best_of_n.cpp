@@ -154,6 +154,14 @@ std::vector<BonPoint> best_of_n_curve(const std::vector<std::vector<double>>& pr
                                       uint64_t seed) {
   if (proxy.empty() || proxy.size() != gold.size()) fail("best-of-n curve: proxy and gold prompts differ");
   int64_t n_max = int64_t(proxy[0].size());
+  auto sd_of = [](const std::vector<std::vector<double>>& scores) {
+    double sum = 0, squares = 0, count = 0;
+    for (const auto& prompt : scores)
+      for (double s : prompt) sum += s, squares += s * s, ++count;
+    double mean = sum / count;
+    return std::sqrt(std::max(0.0, squares / count - mean * mean));
+  };
+  double proxy_sd = sd_of(proxy), gold_sd = sd_of(gold);
   std::vector<BonPoint> curve;
   for (int64_t n : best_of_n_grid(n_max)) {
     std::vector<double> proxy_values, gold_values;
@@ -163,8 +171,9 @@ std::vector<BonPoint> best_of_n_curve(const std::vector<std::vector<double>>& pr
     }
     auto pi = bootstrap_mean(proxy_values, int(bootstrap), 0.05, seed);
     auto gi = bootstrap_mean(gold_values, int(bootstrap), 0.05, seed + 1);
-    BonPoint point{n, best_of_n_kl(n), pi.mean, gi.mean, pi.low, pi.high, gi.low, gi.high, 0, 0};
-    curve.push_back(point);
+    BonPoint point{n, best_of_n_kl(n), pi.mean, gi.mean,      pi.low,     pi.high, gi.low, gi.high, 0,
+                   0, proxy_sd,        gold_sd, proxy_values, gold_values};
+    curve.push_back(std::move(point));
   }
   for (auto& point : curve) {
     point.proxy_norm = point.proxy - curve.front().proxy;
@@ -232,7 +241,11 @@ void to_json(json& out, const BonPoint& p) {
          {"proxy_lo", p.proxy_lo},
          {"proxy_hi", p.proxy_hi},
          {"gold_lo", p.gold_lo},
-         {"gold_hi", p.gold_hi}};
+         {"gold_hi", p.gold_hi},
+         {"proxy_sd", p.proxy_sd},
+         {"gold_sd", p.gold_sd},
+         {"proxy_per_prompt", p.proxy_per_prompt},
+         {"gold_per_prompt", p.gold_per_prompt}};
 }
 
 void from_json(const json& in, BonPoint& p) {
@@ -246,6 +259,11 @@ void from_json(const json& in, BonPoint& p) {
   p.proxy_hi = number_or_nan(in, "proxy_hi");
   p.gold_lo = number_or_nan(in, "gold_lo");
   p.gold_hi = number_or_nan(in, "gold_hi");
+  p.proxy_sd = number_or_nan(in, "proxy_sd");
+  p.gold_sd = number_or_nan(in, "gold_sd");
+  // Older runs have no per-prompt values: their intervals fall back to the per-point ones.
+  p.proxy_per_prompt = in.value("proxy_per_prompt", std::vector<double>{});
+  p.gold_per_prompt = in.value("gold_per_prompt", std::vector<double>{});
 }
 
 void to_json(json& out, const BonCurves& curves) {

@@ -74,6 +74,12 @@ struct BonPoint {
   int64_t n = 0;
   double kl = 0, proxy = 0, gold = 0, proxy_lo = 0, proxy_hi = 0, gold_lo = 0, gold_hi = 0, proxy_norm = 0,
          gold_norm = 0;
+  // The standard deviations of single samples' scores (over every sample of every prompt), the unit in
+  // which proxy and gold gains compare across scorers of different scales. The same at every n.
+  double proxy_sd = 0, gold_sd = 0;
+  // The best-of-n expectation of each prompt (P values, prompts in file order): the paired items of
+  // intervals on gains (against n = 1) and on differences between proxies (same samples, same prompts).
+  std::vector<double> proxy_per_prompt, gold_per_prompt;
 };
 // The keys are the field names. "n" is required; a missing number reads as NaN (core/text_io.hpp).
 void to_json(nlohmann::json& json, const BonPoint& point);

@@ -466,6 +466,10 @@ class PpoTrainer {
     int64_t n_prompts = std::min<int64_t>(c_.n_eval_prompts, int64_t(eval_.size()));
     for (int64_t i = comm_.rank(); i < n_prompts; i += comm_.size()) mine.push_back(size_t(i));
     double n = 0, proxy = 0, gold = 0, kl = 0, length = 0;
+    // Each rank fills its prompts' means; the all-reduce sum then holds every prompt's once.
+    auto per_prompt = torch::zeros({2, std::max<int64_t>(n_prompts, 1)}, torch::kFloat64);
+    auto per_prompt_sums = per_prompt.accessor<double, 2>();
+    double share = 1.0 / double(std::max<int64_t>(1, c_.eval_samples_per_prompt));
     if (!mine.empty()) {
       auto rollout = sample(eval_, mine, c_.eval_samples_per_prompt,
                             stream_seed(c_.seed, Stream::eval, uint64_t(comm_.rank())));
@@ -474,17 +478,33 @@ class PpoTrainer {
             rollout.response_mask.to(torch::kFloat32))
                .sum()
                .item<double>();
-      for (double s : proxy_->score(rollout.texts)) proxy += s;
-      if (gold_)
-        for (double s : gold_->score(rollout.texts)) gold += s;
+      // Rows are prompt-major: row j belongs to mine[j / eval_samples_per_prompt].
+      auto proxy_scores = proxy_->score(rollout.texts);
+      for (size_t j = 0; j < proxy_scores.size(); ++j) {
+        proxy += proxy_scores[j];
+        per_prompt_sums[0][int64_t(mine[j / size_t(c_.eval_samples_per_prompt)])] += share * proxy_scores[j];
+      }
+      if (gold_) {
+        auto gold_scores = gold_->score(rollout.texts);
+        for (size_t j = 0; j < gold_scores.size(); ++j) {
+          gold += gold_scores[j];
+          per_prompt_sums[1][int64_t(mine[j / size_t(c_.eval_samples_per_prompt)])] += share * gold_scores[j];
+        }
+      }
       n = double(rollout.n_rows());
       length = double(rollout.n_response_tokens);
     }
     auto sums = torch::tensor({n, proxy, gold, kl, length}, torch::kFloat64);
     comm_.all_reduce_sum(sums);
+    comm_.all_reduce_sum(per_prompt);
     auto s = sums.accessor<double, 1>();
-    EvalPoint point{step, s[3] / s[0], s[1] / s[0], s[4] / s[0], std::nullopt, int64_t(s[0])};
-    if (gold_) point.gold = s[2] / s[0];
+    EvalPoint point{step, s[3] / s[0], s[1] / s[0], s[4] / s[0], std::nullopt, int64_t(s[0]), {}, {}};
+    auto summed = per_prompt.accessor<double, 2>();
+    for (int64_t i = 0; i < n_prompts; ++i) point.proxy_per_prompt.push_back(summed[0][i]);
+    if (gold_) {
+      point.gold = s[2] / s[0];
+      for (int64_t i = 0; i < n_prompts; ++i) point.gold_per_prompt.push_back(summed[1][i]);
+    }
     if (comm_.is_root()) {
       append_line(curve_path, json(point).dump());
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -581,6 +601,8 @@ void to_json(json& out, const EvalPoint& point) {
   out = {{"step", point.step},     {"kl", point.kl},
          {"proxy", point.proxy},   {"gold", point.gold ? json(*point.gold) : json(nullptr)},
          {"length", point.length}, {"samples", point.samples}};
+  out["proxy_per_prompt"] = point.proxy_per_prompt;
+  out["gold_per_prompt"] = point.gold_per_prompt;
 }
 
 void from_json(const json& in, EvalPoint& point) {
@@ -591,6 +613,8 @@ void from_json(const json& in, EvalPoint& point) {
   double gold = number_or_nan(in, "gold");
   point.gold = std::isnan(gold) ? std::nullopt : std::optional<double>(gold);
   point.samples = in.value("samples", int64_t(0));
+  point.proxy_per_prompt = in.value("proxy_per_prompt", std::vector<double>{});
+  point.gold_per_prompt = in.value("gold_per_prompt", std::vector<double>{});
 }
 
 }  // namespace grm

@@ -176,6 +176,9 @@ struct EvalPoint {
   double kl = 0, proxy = 0, length = 0;  // length: response tokens
   std::optional<double> gold;            // without a gold scorer: null in the file
   int64_t samples = 0;                   // responses averaged over, all ranks together
+  // Per held-out prompt (the first n_eval_prompts, in file order), the mean over its samples: the paired
+  // items of intervals on the rise since step 0 and on differences between runs on the same prompts.
+  std::vector<double> proxy_per_prompt, gold_per_prompt;  // gold: empty without a gold scorer
 };
 // The keys are the field names. "step" is required; a missing number reads as NaN (core/text_io.hpp),
 // a missing gold as none.

@@ -21,6 +21,7 @@ EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& 
   };
   Count all;
   int64_t ties = 0;
+  std::vector<int> correct;
   std::map<std::string, std::map<std::string, Count>> groups;
   for (size_t i = 0; i < pairs.size(); ++i) {
     if (pairs[i].tie) continue;  // a labelled tie has no right answer
@@ -28,6 +29,7 @@ EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& 
     bool right = chosen > rejected;
     ties += chosen == rejected ? 1 : 0;
     all.right += right, ++all.n;
+    correct.push_back(right ? 1 : 0);
     for (const auto& [field, value] : pairs[i].groups) {
       auto& c = groups[field][value];
       c.right += right, ++c.n;
@@ -36,7 +38,7 @@ EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& 
   auto accuracy = [](const Count& c) {
     return PairAccuracy{c.n > 0 ? double(c.right) / double(c.n) : 0.0, c.n};
   };
-  EvalSetResult out{accuracy(all), ties, {}, {}, std::nullopt};
+  EvalSetResult out{accuracy(all), ties, {}, {}, std::nullopt, std::move(correct)};
   for (const auto& [field, values] : groups)
     for (const auto& [value, c] : values) out.groups[field][value] = accuracy(c);
   if (!set.sections.empty()) {
@@ -86,6 +88,7 @@ void to_json(nlohmann::json& out, const EvalSetResult& result) {
   out["groups"] = result.groups;
   if (!result.sections.empty()) out["sections"] = result.sections;
   if (result.section_score) out["section_score"] = *result.section_score;
+  out["correct"] = result.correct;
 }
 
 void from_json(const nlohmann::json& in, EvalSetResult& result) {
@@ -95,6 +98,7 @@ void from_json(const nlohmann::json& in, EvalSetResult& result) {
   result.sections = in.value("sections", decltype(result.sections){});
   double section_score = number_or_nan(in, "section_score");
   if (!std::isnan(section_score)) result.section_score = section_score;
+  result.correct = in.value("correct", std::vector<int>{});
 }
 
 void to_json(nlohmann::json& out, const EvalRmResult& result) {

@@ -45,12 +45,15 @@ struct PairAccuracy {
 
 // One evaluation set of eval.json:
 //   {"accuracy", "n", "ties", "groups": {field: {value: {"accuracy", "n"}}}, "sections": {...},
-//    "section_score"}   ("sections" and "section_score" only when the set has sections)
+//    "section_score", "correct": [1, 0, ...]}   ("sections" and "section_score" only when the set has them)
 struct EvalSetResult : PairAccuracy {
   int64_t ties = 0;  // pairs the model gave equal rewards (counted wrong)
   std::map<std::string, std::map<std::string, PairAccuracy>> groups;  // group field -> value -> accuracy
   std::map<std::string, PairAccuracy> sections;
   std::optional<double> section_score;  // the plain mean over sections
+  // Per pair of the file, in order (labelled ties left out): 1 ranked right, 0 not. The paired items of
+  // intervals on the difference between two reward models evaluated on the same file.
+  std::vector<int> correct;
 };
 
 // eval.json, what `grm eval-rm` writes: {"sets": {name: EvalSetResult}}.

@@ -197,6 +197,28 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
   Analysis analysis(data, options);
   std::vector<std::string> notes = data.notes;
   std::vector<Comparison> comparisons = compare_methods(data, analysis, options, notes);
+  std::vector<Check> checks = phenomenon_checks(data, analysis, options, notes);
+  std::vector<GaoRow> fits = gao_fits(data, analysis);
+  std::string checks_text;
+  for (const auto& check : checks) checks_text += "- " + check.statement + "\n";
+  auto fit_cell = [](const Estimate& e) {
+    return e.has_interval() ? fmt::format("{:.3f} [{:.3f}, {:.3f}]", e.mean, e.lo, e.hi)
+                            : fmt::format("{:.3f}", e.mean);
+  };
+  auto peak_cell = [](double kl) {
+    return std::isfinite(kl) ? fmt::format("{:.2f}", kl) : std::string("none (β ≤ 0)");
+  };
+  std::string fits_markdown;
+  if (!fits.empty()) {
+    fits_markdown =
+        "| method | optimizer | α | β | KL at the fitted gold peak (nats) | points | residual RMS |\n"
+        "|---|---|---|---|---|---|---|\n";
+    for (const auto& row : fits)
+      fits_markdown += fmt::format("| {} | {} | {} | {} | {} | {} | {:.3f} |\n", row.method,
+                                   row.algorithm == "bon" ? "Best-of-N" : "PPO", fit_cell(row.fit.alpha),
+                                   fit_cell(row.fit.beta), peak_cell(row.fit.peak_kl), row.fit.n_points,
+                                   row.fit.residual_rms);
+  }
   AccuracyTable table = accuracy_table(data, analysis);
 
   std::string report_dir = run_dir + "/report";
@@ -219,6 +241,17 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
       fmt::format("# Reward over-optimization report\n\nRun: `{}` — {} of {} stages done.\n\n", run_dir,
                   n_done, data.stages.size());
   markdown += "## Did GRM beat the baseline?\n\n" + verdict;
+  markdown +=
+      "\n\"Beat\" and \"worse\" only where the 95% interval of the difference excludes zero (over seeds, or "
+      "a "
+      "paired bootstrap over the same evaluation pairs or prompts).\n";
+  if (!checks.empty()) markdown += "\n## Does the run show over-optimization?\n\n" + checks_text;
+  if (!fits.empty())
+    markdown +=
+        "\n## Gao et al. fits\n\nGold gain R against d = √KL: Best-of-N R = d(α − βd), PPO R = d(α − β ln "
+        "d); "
+        "95% intervals of the least-squares coefficients.\n\n" +
+        fits_markdown;
   markdown +=
       "\nEach method is compared at its main setting (largest training set; best-ID α):\n\n" + main_settings;
   if (!table.rows.empty())
@@ -260,11 +293,26 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
                                       {"baseline_setting", setting_json(c.baseline)},
                                       {"grm", estimate_json(c.grm_value)},
                                       {"baseline", estimate_json(c.baseline_value)},
-                                      {"difference", c.grm_value.mean - c.baseline_value.mean},
+                                      {"difference", estimate_json(c.difference)},
+                                      {"interval_basis", c.basis},
                                       {"grm_beat_baseline", c.beat},
+                                      {"grm_worse_than_baseline", c.worse},
                                       {"intervals_disjoint", c.disjoint},
                                       {"statement", c.statement}});
   }
+  summary["checks"] = json::array();
+  for (const auto& check : checks)
+    summary["checks"].push_back({{"name", check.name}, {"met", check.met}, {"statement", check.statement}});
+  summary["gao_fits"] = json::array();
+  for (const auto& row : fits)
+    summary["gao_fits"].push_back(
+        {{"method", row.method},
+         {"optimizer", row.algorithm},
+         {"alpha", estimate_json(row.fit.alpha)},
+         {"beta", estimate_json(row.fit.beta)},
+         {"peak_kl", std::isfinite(row.fit.peak_kl) ? json(row.fit.peak_kl) : json(nullptr)},
+         {"points", row.fit.n_points},
+         {"residual_rms", row.fit.residual_rms}});
   summary["notes"] = notes;
   summary["figures"] = json::array();
   for (const auto& [figure, files] : figures) summary["figures"].push_back("plots/" + figure.name + ".png");
@@ -276,9 +324,9 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
       html_escape(run_dir), kStyle, html_escape(run_dir), n_done, data.stages.size());
   for (const auto& c : comparisons) {
     html += fmt::format("<li class=\"{}\">{}</li>\n",
-                        c.clear_win ? "beat"
-                        : c.beat    ? "even"
-                                    : "lost",
+                        c.beat    ? "beat"
+                        : c.worse ? "lost"
+                                  : "even",
                         html_escape(c.statement));
   }
   if (comparisons.empty()) html += "<li>No verdict: see the notes.</li>\n";
@@ -291,6 +339,28 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
       "</ul>\n<h2>Accuracy (Table 1)</h2>\n<p>Mean ± 95% interval over seeds; the best in each column in "
       "bold.</p>\n" +
       table_html(table);
+  if (!checks.empty()) {
+    html += "<h2>Does the run show over-optimization?</h2>\n<ul>\n";
+    for (const auto& check : checks)
+      html += fmt::format("<li class=\"{}\">{}</li>\n", check.met ? "beat" : "lost",
+                          html_escape(check.statement));
+    html += "</ul>\n";
+  }
+  if (!fits.empty()) {
+    html +=
+        "<h2>Gao et al. fits</h2>\n<p>Gold gain R against d = √KL: Best-of-N R = d(α − βd), PPO R = d(α − β "
+        "ln d); 95% intervals of the least-squares coefficients.</p>\n<table>\n<tr><th>method</th>"
+        "<th>optimizer</th><th>α</th><th>β</th><th>KL at the fitted gold peak (nats)</th><th>points</th>"
+        "<th>residual RMS</th></tr>\n";
+    for (const auto& row : fits)
+      html += fmt::format(
+          "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3f}</td>"
+          "</tr>\n",
+          html_escape(row.method), row.algorithm == "bon" ? "Best-of-N" : "PPO",
+          html_escape(fit_cell(row.fit.alpha)), html_escape(fit_cell(row.fit.beta)),
+          html_escape(peak_cell(row.fit.peak_kl)), row.fit.n_points, row.fit.residual_rms);
+    html += "</table>\n";
+  }
   html += "<h2>Figures</h2>\n";
   for (std::size_t i = 0; i < figures.size(); ++i) {
     const auto& [figure, files] = figures[i];
@@ -319,7 +389,7 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
   write_file_atomic(report_dir + "/summary.md", markdown);
   write_file_atomic(report_dir + "/summary.json", summary.dump(2) + "\n");
   write_file_atomic(report_dir + "/index.html", html);
-  return verdict;
+  return verdict + checks_text;
 }
 
 }  // namespace grm

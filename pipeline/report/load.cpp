@@ -9,6 +9,7 @@
 #include "bon/best_of_n.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "core/text_io.hpp"
 #include "pipeline/report/report_parts.hpp"
 #include "ppo/ppo.hpp"
 #include "rm/eval_rm.hpp"
@@ -83,13 +84,34 @@ Labelled labels_of(const StageRecord& stage) {
 }
 
 CurveRow curve_row(const BonPoint& point) {
-  return {double(point.n), point.kl,       point.proxy,   point.gold,
-          point.proxy_lo,  point.proxy_hi, point.gold_lo, point.gold_hi};
+  return {double(point.n),
+          point.kl,
+          point.proxy,
+          point.gold,
+          point.proxy_lo,
+          point.proxy_hi,
+          point.gold_lo,
+          point.gold_hi,
+          point.proxy_sd,
+          point.gold_sd,
+          point.proxy_per_prompt,
+          point.gold_per_prompt};
 }
 
 // PPO evaluations carry no intervals: over seeds, or none.
 CurveRow curve_row(const EvalPoint& point) {
-  return {double(point.step), point.kl, point.proxy, point.gold.value_or(NAN), NAN, NAN, NAN, NAN};
+  return {double(point.step),
+          point.kl,
+          point.proxy,
+          point.gold.value_or(NAN),
+          NAN,
+          NAN,
+          NAN,
+          NAN,
+          NAN,
+          NAN,
+          point.proxy_per_prompt,
+          point.gold_per_prompt};
 }
 
 void note_method(RunData& data, const std::string& method) {
@@ -104,8 +126,11 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
   if (fs::exists(stage.dir + "/eval.json")) {
     if (auto eval = read_result<EvalRmResult>(stage.dir + "/eval.json", data.notes);
         eval && !eval->sets.empty()) {
-      EvalRun run{labels, {}};
-      for (const auto& [set, result] : eval->sets) run.accuracy[set] = result.accuracy;
+      EvalRun run{labels, {}, {}};
+      for (const auto& [set, result] : eval->sets) {
+        run.accuracy[set] = result.accuracy;
+        run.correct[set].assign(result.correct.begin(), result.correct.end());
+      }
       data.evals.push_back(std::move(run));
       note_method(data, labels.setting.method);
     }
@@ -131,6 +156,12 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
         data.bon.push_back(std::move(run));
       }
     }
+  }
+  if (fs::exists(stage.dir + "/gold_quality.json")) {
+    if (auto quality = read_result<nlohmann::json>(stage.dir + "/gold_quality.json", data.notes);
+        quality && quality->contains("sets") && (*quality)["sets"].is_object())
+      for (const auto& [set, value] : (*quality)["sets"].items())
+        data.gold_quality[set] = {number_or_nan(value, "agreement"), value.value("n", int64_t(0))};
   }
   if (fs::exists(stage.dir + "/ppo_curve.jsonl")) {
     CurveRun run{labels, {}};

@@ -30,9 +30,20 @@ namespace grm {
 struct ReportOptions {
   std::string baseline = "bt";     // method label of the baseline GRM is measured against
   std::string grm_prefix = "grm";  // method labels "grm", "grm-dpo", "grm_sft", ... are GRM variants
+  // What "the run shows over-optimization" means (the report's checks section), all against the
+  // baseline's main setting: a gold RM that agrees with its oracle, a proxy that learned something, a
+  // Best-of-N gold gain that is real but outpaced by the proxy's (gains in standard deviations of single
+  // samples, so that proxy and gold units compare), and a PPO run that moved.
+  double min_gold_agreement = 0.70;  // per evaluation set, against the oracle (gold_quality.json)
+  double min_baseline_id_accuracy = 0.60;
+  double min_bon_gold_gain_sd = 0.3;     // at the best n, with its 95% interval above zero
+  double min_bon_proxy_over_gold = 2.0;  // proxy gain / gold gain at the largest n
+  double min_ppo_proxy_rise_se = 2.0;    // final minus initial proxy score, in standard errors
+  double min_ppo_kl = 2.0;               // nats reached
 };
 
-// Builds the report; returns its verdict lines (whether GRM beat the baseline on each measure).
+// Builds the report; returns its verdict lines (whether GRM beat the baseline on each measure) followed by
+// the checks of whether the run shows over-optimization at all.
 std::string build_report(const std::string& run_dir, const ReportOptions& options = {});
 
 }  // namespace grm

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeline/dag.hpp"
+#include "pipeline/report/gao_fit.hpp"
 #include "pipeline/report/plot.hpp"
 #include "pipeline/report/report.hpp"
 #include "pipeline/report/stats.hpp"
@@ -38,7 +39,8 @@ struct Labelled {
 };
 
 struct EvalRun : Labelled {
-  std::map<std::string, double> accuracy;  // eval set -> fraction correct
+  std::map<std::string, double> accuracy;              // eval set -> fraction correct
+  std::map<std::string, std::vector<double>> correct;  // eval set -> per pair 1 / 0 (paired items)
 };
 
 struct TrainRow {
@@ -52,6 +54,8 @@ struct TrainRun : Labelled {
 struct CurveRow {
   double key;  // BoN: n; PPO: step
   double kl, proxy, gold, proxy_lo, proxy_hi, gold_lo, gold_hi;
+  double proxy_sd = NAN, gold_sd = NAN;         // BoN: single samples' standard deviations
+  std::vector<double> proxy_items, gold_items;  // per prompt (paired items); empty in older runs
 };
 struct CurveRun : Labelled {
   std::vector<CurveRow> rows;
@@ -69,6 +73,8 @@ struct RunData {
   std::vector<TrainRun> trains;
   std::vector<CurveRun> bon, ppo;
   int bon_n_max = 0, bon_n_prompts = 0;
+  // The gold RM's agreement with the oracle per evaluation set (the label stage's gold_quality.json).
+  std::map<std::string, std::pair<double, int64_t>> gold_quality;
   std::vector<std::string> methods;  // in order of first appearance in the DAG
   std::vector<std::string> notes;    // what is missing or could not be read
 };
@@ -210,13 +216,34 @@ struct Comparison {
   Estimate grm_value, baseline_value;
   bool beat = false, disjoint = false;
   std::string statement;
-  bool clear_win = false;  // ahead by a shown amount, and outside the baseline's interval where there is one
+  bool clear_win = false;  // the interval of the difference lies above zero
+  Estimate difference;     // GRM - baseline with its 95% interval (n = 0: no interval)
+  std::string basis;       // how the interval was made: over seeds, or a paired bootstrap over items
+  bool has_interval = false, worse = false;
 };
 
 std::string format_estimate(const Estimate& value, bool percent);
 // GRM's main setting of every GRM method against the baseline's, on each measure with results for both.
 std::vector<Comparison> compare_methods(const RunData& data, const Analysis& analysis,
                                         const ReportOptions& options, std::vector<std::string>& notes);
+
+// ---- what the run shows, and Gao et al.'s fits (checks.cpp) ----------------------------------------------
+
+struct Check {
+  std::string name;       // "gold_agreement_id", "bon_gold_gain", ...
+  std::string statement;  // the measured value, the criterion, and whether it is met
+  bool met = false;
+};
+// The checks of ReportOptions that the run's results allow (a missing part is a note, not a check).
+std::vector<Check> phenomenon_checks(const RunData& data, const Analysis& analysis,
+                                     const ReportOptions& options, std::vector<std::string>& notes);
+
+struct GaoRow {
+  std::string method, algorithm;  // algorithm: "bon" | "ppo"
+  GaoFit fit;
+};
+// Each method's main-setting mean gold curve, as gain over its first point, fitted with Gao's form.
+std::vector<GaoRow> gao_fits(const RunData& data, const Analysis& analysis);
 
 // ---- figures (figures.cpp) -------------------------------------------------------------------------------
 

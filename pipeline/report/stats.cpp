@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <random>
 
+#include "bon/estimator.hpp"
 #include "core/error.hpp"
 
 namespace grm {
@@ -42,27 +42,12 @@ Estimate paired_difference(const std::vector<double>& a, const std::vector<doubl
   if (a.size() != b.size())
     fail("paired difference of {} and {} items: the items must be the same", a.size(), b.size());
   if (a.empty()) return {NAN, NAN, NAN, 0};
-  size_t m = a.size();
-  std::vector<double> differences(m);
-  for (size_t i = 0; i < m; ++i) differences[i] = a[i] - b[i];
-  Estimate result;
-  result.n = int(m);
-  result.mean = std::accumulate(differences.begin(), differences.end(), 0.0) / double(m);
-  result.lo = result.hi = result.mean;
-  if (m < 2) return result;
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> pick(0, m - 1);
-  std::vector<double> means(size_t(std::max(resamples, 1)));
-  for (auto& mean : means) {
-    double sum = 0;
-    for (size_t i = 0; i < m; ++i) sum += differences[pick(rng)];
-    mean = sum / double(m);
-  }
-  std::sort(means.begin(), means.end());
-  auto at = [&](double q) { return means[std::min(means.size() - 1, size_t(q * double(means.size())))]; };
-  result.lo = std::min(result.mean, at(0.025));
-  result.hi = std::max(result.mean, at(0.975));
-  return result;
+  std::vector<double> differences(a.size());
+  for (size_t i = 0; i < a.size(); ++i) differences[i] = a[i] - b[i];
+  Interval interval = bootstrap_mean(differences, std::max(resamples, 1), 0.05, seed);
+  // The bootstrap's percentiles can miss the mean itself by a resample's granularity; the interval keeps it.
+  return {interval.mean, std::min(interval.mean, interval.low), std::max(interval.mean, interval.high),
+          int(a.size())};
 }
 
 }  // namespace grm

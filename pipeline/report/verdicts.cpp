@@ -25,35 +25,70 @@ std::string format_estimate(const Estimate& value, bool percent) {
 
 namespace {
 
-Comparison compare(const std::string& measure, const std::string& label, bool percent, const Setting& grm,
-                   const Estimate& grm_value, const Setting& baseline, const Estimate& baseline_value) {
-  Comparison c{measure, label, percent, grm, baseline, grm_value, baseline_value, false, false, ""};
-  double difference = grm_value.mean - baseline_value.mean;
-  c.beat = difference > 0;
-  c.disjoint = intervals_disjoint(grm_value, baseline_value);
-  std::string amount = percent ? fmt::format("{:+.1f} points", 100 * difference)
-                               : fmt::format("{:+.3f} gold-RM units", difference);
-  if (!percent && baseline_value.mean != 0)
-    amount += fmt::format(", {:+.0f}%", 100 * difference / std::fabs(baseline_value.mean));
-  std::string certainty;
-  if (grm_value.has_interval() && baseline_value.has_interval()) {
-    certainty = c.disjoint ? "the 95% intervals do not overlap"
-                           : "the 95% intervals overlap, so the difference is within noise";
-  } else {
-    certainty = "no confidence interval (one seed)";
+// A measure's value in one run (one seed) and the per-item values (prompts, pairs) it is the mean of.
+struct Measured {
+  double value = NAN;
+  std::vector<double> items;
+};
+using PerSeed = std::map<std::string, Measured>;  // seed label -> the run's value
+
+std::vector<double> concatenated_ood(const EvalRun& run) {
+  std::vector<double> items;
+  for (const auto& [set, correct] : run.correct)
+    if (starts_with(set, "ood")) items.insert(items.end(), correct.begin(), correct.end());
+  return items;
+}
+
+// The difference GRM - baseline with its 95% interval: over seeds where both have the same two or more
+// seeds (paired by seed, a t-interval); with one shared seed, a paired bootstrap over the items both
+// measured (the same evaluation pairs or prompts); otherwise no interval.
+std::pair<Estimate, std::string> difference(const PerSeed& grm, const PerSeed& base,
+                                            const std::string& items) {
+  std::vector<double> by_seed;
+  for (const auto& [seed, value] : grm)
+    if (base.count(seed) && std::isfinite(value.value) && std::isfinite(base.at(seed).value))
+      by_seed.push_back(value.value - base.at(seed).value);
+  if (by_seed.size() >= 2)
+    return {estimate(by_seed), fmt::format("t-interval over {} seeds, paired by seed", by_seed.size())};
+  const Measured* a = grm.size() == 1 ? &grm.begin()->second : nullptr;
+  const Measured* b = base.size() == 1 ? &base.begin()->second : nullptr;
+  if (by_seed.size() == 1) {
+    for (const auto& [seed, value] : grm)
+      if (base.count(seed)) a = &value, b = &base.at(seed);
   }
-  // The words follow what the numbers can carry: a difference that shows as zero (0.0 points, 0.000
-  // units) is a match, and a lead inside overlapping intervals is no clear win.
-  bool rounds_to_zero = std::fabs(difference) < 0.0005;
-  bool overlapping = grm_value.has_interval() && baseline_value.has_interval() && !c.disjoint;
-  std::string verdict = rounds_to_zero ? "matched"
-                        : !c.beat      ? "did not beat"
-                        : overlapping  ? "was not clearly better than"
-                                       : "beat";
-  c.clear_win = verdict == "beat";
-  c.statement = fmt::format("{}: GRM {} the baseline — {}: {} vs {}: {} ({}); {}.", label, verdict,
+  if (a && b && !a->items.empty() && a->items.size() == b->items.size())
+    return {paired_difference(a->items, b->items),
+            fmt::format("paired bootstrap over the same {} {}", a->items.size(), items)};
+  double mean = (a && b) ? a->value - b->value : NAN;
+  return {Estimate{mean, mean, mean, 0}, "no interval: one run each and no per-item results"};
+}
+
+Comparison compare(const std::string& measure, const std::string& label, bool percent, const Setting& grm,
+                   const Estimate& grm_value, const Setting& baseline, const Estimate& baseline_value,
+                   const std::pair<Estimate, std::string>& diff) {
+  Comparison c{measure, label, percent, grm, baseline, grm_value, baseline_value, false, false, ""};
+  c.difference = diff.first;
+  c.basis = diff.second;
+  c.has_interval = c.difference.n > 0;
+  c.beat = c.has_interval && c.difference.lo > 0;
+  c.worse = c.has_interval && c.difference.hi < 0;
+  c.disjoint = intervals_disjoint(grm_value, baseline_value);
+  auto amount = [&](double x) {
+    return percent ? fmt::format("{:+.1f} points", 100 * x) : fmt::format("{:+.3f}", x);
+  };
+  std::string interval = c.has_interval ? fmt::format("95% interval [{}, {}], {}", amount(c.difference.lo),
+                                                      amount(c.difference.hi), c.basis)
+                                        : c.basis;
+  // "beat" and "worse" only when the interval of the difference excludes zero; otherwise the numbers
+  // cannot tell the two apart.
+  std::string verdict = c.beat           ? "beat"
+                        : c.worse        ? "was worse than"
+                        : c.has_interval ? "was within noise of"
+                                         : "cannot be told apart from";
+  c.clear_win = c.beat;
+  c.statement = fmt::format("{}: GRM {} the baseline — {}: {} vs {}: {}; difference {} ({}).", label, verdict,
                             describe(grm), format_estimate(grm_value, percent), describe(baseline),
-                            format_estimate(baseline_value, percent), amount, certainty);
+                            format_estimate(baseline_value, percent), amount(c.difference.mean), interval);
   return c;
 }
 
@@ -74,8 +109,48 @@ std::vector<Comparison> compare_methods(const RunData& data, const Analysis& ana
     return comparisons;
   }
   const Setting& base = analysis.main(options.baseline);
-  using Measure = std::function<std::optional<Estimate>(const Setting&)>;
-  auto curve_measure = [&](const std::vector<CurveRun>& runs, bool peak) -> Measure {
+  using Summary = std::function<std::optional<Estimate>(const Setting&)>;
+  using Runs = std::function<PerSeed(const Setting&)>;
+  auto accuracy_runs = [&](bool ood) -> Runs {
+    return [&data, ood](const Setting& s) {
+      PerSeed out;
+      for (const EvalRun* run : runs_at(data.evals, s)) {
+        Measured m;
+        if (ood) {
+          std::vector<double> sets;
+          for (const auto& [set, accuracy] : run->accuracy)
+            if (starts_with(set, "ood") && std::isfinite(accuracy)) sets.push_back(accuracy);
+          if (sets.empty()) continue;
+          m.value = estimate(sets).mean;
+          m.items = concatenated_ood(*run);
+        } else {
+          auto it = run->accuracy.find("id");
+          if (it == run->accuracy.end()) continue;
+          m.value = it->second;
+          if (run->correct.count("id")) m.items = run->correct.at("id");
+        }
+        out[run->seed] = std::move(m);
+      }
+      return out;
+    };
+  };
+  // The gold reward of a run's curve at its last point (largest KL) or at its own peak.
+  auto curve_runs = [](const std::vector<CurveRun>& runs, bool peak) -> Runs {
+    return [&runs, peak](const Setting& s) {
+      PerSeed out;
+      for (const CurveRun* run : runs_at(runs, s)) {
+        if (run->rows.empty()) continue;
+        auto row =
+            peak ? std::max_element(run->rows.begin(), run->rows.end(),
+                                    [](const CurveRow& a, const CurveRow& b) { return a.gold < b.gold; })
+                 : std::max_element(run->rows.begin(), run->rows.end(),
+                                    [](const CurveRow& a, const CurveRow& b) { return a.key < b.key; });
+        out[run->seed] = {row->gold, row->gold_items};
+      }
+      return out;
+    };
+  };
+  auto curve_summary = [&](const std::vector<CurveRun>& runs, bool peak) -> Summary {
     return [&runs, peak, &analysis](const Setting& s) -> std::optional<Estimate> {
       auto curve = analysis.curve(runs, s);
       if (!curve) return std::nullopt;
@@ -83,28 +158,41 @@ std::vector<Comparison> compare_methods(const RunData& data, const Analysis& ana
     };
   };
   std::string bon_end = data.bon_n_max > 0 ? fmt::format(" (n = {})", data.bon_n_max) : "";
-  const std::vector<std::tuple<std::string, std::string, bool, Measure>> measures = {
-      {"id_accuracy", "ID accuracy", true, [&](const Setting& s) { return analysis.accuracy(s, "id"); }},
+  struct Measure {
+    std::string name, label;
+    bool percent;
+    Summary summary;
+    Runs runs;
+    std::string items;
+  };
+  const std::vector<Measure> measures = {
+      {"id_accuracy", "ID accuracy", true, [&](const Setting& s) { return analysis.accuracy(s, "id"); },
+       accuracy_runs(false), "evaluation pairs"},
       {"ood_accuracy", fmt::format("OOD accuracy (mean of {} sets)", analysis.n_ood()), true,
-       [&](const Setting& s) { return analysis.ood_accuracy(s); }},
+       [&](const Setting& s) { return analysis.ood_accuracy(s); }, accuracy_runs(true),
+       "OOD evaluation pairs"},
       {"bon_gold_at_max_kl", "BoN gold reward at the largest KL" + bon_end, false,
-       curve_measure(data.bon, false)},
-      {"bon_peak_gold", "BoN peak gold reward", false, curve_measure(data.bon, true)},
-      {"ppo_gold_final", "PPO gold reward at the end (largest KL)", false, curve_measure(data.ppo, false)},
-      {"ppo_peak_gold", "PPO peak gold reward", false, curve_measure(data.ppo, true)}};
+       curve_summary(data.bon, false), curve_runs(data.bon, false), "prompts"},
+      {"bon_peak_gold", "BoN peak gold reward", false, curve_summary(data.bon, true),
+       curve_runs(data.bon, true), "prompts"},
+      {"ppo_gold_final", "PPO gold reward at the end (largest KL)", false, curve_summary(data.ppo, false),
+       curve_runs(data.ppo, false), "held-out prompts"},
+      {"ppo_peak_gold", "PPO peak gold reward", false, curve_summary(data.ppo, true),
+       curve_runs(data.ppo, true), "held-out prompts"}};
   for (const auto& method : data.methods) {
     if (!analysis.is_grm(method)) continue;
     const Setting& grm = analysis.main(method);
-    for (const auto& [measure, label, percent, get] : measures) {
-      auto grm_value = get(grm);
-      auto base_value = get(base);
+    for (const auto& m : measures) {
+      auto grm_value = m.summary(grm);
+      auto base_value = m.summary(base);
       if (!grm_value && !base_value) continue;
       if (!grm_value || !base_value) {
         notes.push_back(
-            fmt::format("{}: not compared, no result for {}.", label, describe(grm_value ? base : grm)));
+            fmt::format("{}: not compared, no result for {}.", m.label, describe(grm_value ? base : grm)));
         continue;
       }
-      comparisons.push_back(compare(measure, label, percent, grm, *grm_value, base, *base_value));
+      comparisons.push_back(compare(m.name, m.label, m.percent, grm, *grm_value, base, *base_value,
+                                    difference(m.runs(grm), m.runs(base), m.items)));
     }
   }
   return comparisons;

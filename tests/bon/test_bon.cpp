@@ -172,9 +172,10 @@ TEST(BestOfN, EndToEndCurvesAndResumedSampling) {
 }
 
 TEST(BestOfN, CurvesRoundTripThroughTheirJsonWithTodaysKeys) {
-  BonPoint point{4, 0.5, 1.5, 0.25, 1.25, 1.75, 0.125, 0.375, 0.5, 0.0625};
+  BonPoint point{4, 0.5, 1.5, 0.25, 1.25, 1.75, 0.125, 0.375, 0.5, 0.0625, 2.0, 1.0, {1.0, 2.0}, {0.5, 0.0}};
   auto text = R"({"n": 4, "kl": 0.5, "proxy": 1.5, "gold": 0.25, "proxy_lo": 1.25, "proxy_hi": 1.75,
-                  "gold_lo": 0.125, "gold_hi": 0.375, "proxy_norm": 0.5, "gold_norm": 0.0625})";
+                  "gold_lo": 0.125, "gold_hi": 0.375, "proxy_norm": 0.5, "gold_norm": 0.0625,
+                  "proxy_sd": 2.0, "gold_sd": 1.0, "proxy_per_prompt": [1.0, 2.0], "gold_per_prompt": [0.5, 0.0]})";
   EXPECT_EQ(nlohmann::json(point), nlohmann::json::parse(text));
   auto back = nlohmann::json::parse(text).get<BonPoint>();
   EXPECT_EQ(back.n, 4);
@@ -196,6 +197,7 @@ TEST(BestOfN, CurvesRoundTripThroughTheirJsonWithTodaysKeys) {
   auto partial = nlohmann::json::parse(R"({"n": 2, "kl": 0.25, "gold_lo": null})").get<BonPoint>();
   EXPECT_EQ(partial.kl, 0.25);
   EXPECT_TRUE(std::isnan(partial.gold_lo) && std::isnan(partial.proxy_norm));
+  EXPECT_TRUE(partial.gold_per_prompt.empty());  // runs from before per-prompt values still load
   EXPECT_THROW(nlohmann::json::parse(R"({"kl": 0.25})").get<BonPoint>(), nlohmann::json::exception);
 }
 

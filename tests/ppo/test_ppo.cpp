@@ -361,6 +361,13 @@ TEST(PpoTraining, RunsDataParallelThroughTheCommandLine) {
   ASSERT_EQ(curve.size(), 2u);            // steps 0 and 2
   EXPECT_EQ(curve.back()["samples"], 6);  // the held-out prompts split over the ranks
   EXPECT_TRUE(curve.back()["gold"].is_null());
+  // Every held-out prompt's mean, whichever rank sampled it, once: their mean is the point's.
+  auto per_prompt = curve.back()["proxy_per_prompt"].get<std::vector<double>>();
+  ASSERT_EQ(per_prompt.size(), 6u);
+  double sum = 0;
+  for (double value : per_prompt) sum += value;
+  EXPECT_NEAR(sum / 6, curve.back()["proxy"].get<double>(), 1e-9);
+  EXPECT_TRUE(curve.back()["gold_per_prompt"].empty());
   EXPECT_TRUE(fs::exists(dir / "out/policy/model.safetensors"));
   EXPECT_NE(read_file((dir / "out/config.resolved.yaml").string()).find("lr: 0.001"), std::string::npos);
   fs::remove_all(dir);
@@ -409,8 +416,9 @@ TEST(PpoTraining, ResumeAfterAKillGivesTheSameFinalActorAndCurve) {
 }
 
 TEST(PpoCurve, EvalPointsRoundTripThroughTheirJsonWithTodaysKeys) {
-  EvalPoint point{8, 0.5, 1.25, 12.5, 0.75, 16};
-  auto text = R"({"step": 8, "kl": 0.5, "proxy": 1.25, "gold": 0.75, "length": 12.5, "samples": 16})";
+  EvalPoint point{8, 0.5, 1.25, 12.5, 0.75, 16, {1.0, 1.5}, {0.5, 1.0}};
+  auto text = R"({"step": 8, "kl": 0.5, "proxy": 1.25, "gold": 0.75, "length": 12.5, "samples": 16,
+                  "proxy_per_prompt": [1.0, 1.5], "gold_per_prompt": [0.5, 1.0]})";
   EXPECT_EQ(nlohmann::json(point), nlohmann::json::parse(text));
   auto back = nlohmann::json::parse(text).get<EvalPoint>();
   EXPECT_EQ(back.step, 8);
@@ -425,6 +433,7 @@ TEST(PpoCurve, EvalPointsRoundTripThroughTheirJsonWithTodaysKeys) {
   auto old = nlohmann::json::parse(R"({"step": 0, "kl": 0.0, "proxy": 0.5, "gold": null, "samples": 6.0})")
                  .get<EvalPoint>();
   EXPECT_EQ(old.samples, 6);
+  EXPECT_TRUE(old.proxy_per_prompt.empty());
   EXPECT_TRUE(std::isnan(old.length));
   EXPECT_THROW(nlohmann::json::parse(R"({"kl": 0.5})").get<EvalPoint>(), nlohmann::json::exception);
 }

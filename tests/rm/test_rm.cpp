@@ -447,13 +447,14 @@ TEST(EvalRm, ResultsRoundTripThroughEvalJsonWithTodaysKeys) {
   EvalSetResult hhh{{0.75, 8}, 1, {{"subset", {{"harmless", {0.5, 2}}, {"helpful", {1.0, 6}}}}}, {}, {}};
   hhh.sections = {{"safety", {0.5, 2}}, {"rest", {1.0, 6}}};
   hhh.section_score = 0.75;
-  EvalRmResult result{{{"hhh", hhh}, {"id", EvalSetResult{{0.625, 8}, 0, {}, {}, std::nullopt}}}};
+  hhh.correct = {1, 1, 0, 1, 1, 1, 0, 1};
+  EvalRmResult result{{{"hhh", hhh}, {"id", EvalSetResult{{0.625, 8}, 0, {}, {}, std::nullopt, {}}}}};
   auto text = R"({"sets": {
       "hhh": {"accuracy": 0.75, "n": 8, "ties": 1,
               "groups": {"subset": {"harmless": {"accuracy": 0.5, "n": 2}, "helpful": {"accuracy": 1.0, "n": 6}}},
               "sections": {"rest": {"accuracy": 1.0, "n": 6}, "safety": {"accuracy": 0.5, "n": 2}},
-              "section_score": 0.75},
-      "id": {"accuracy": 0.625, "n": 8, "ties": 0, "groups": {}}}})";
+              "section_score": 0.75, "correct": [1, 1, 0, 1, 1, 1, 0, 1]},
+      "id": {"accuracy": 0.625, "n": 8, "ties": 0, "groups": {}, "correct": []}}})";
   EXPECT_EQ(nlohmann::json(result), nlohmann::json::parse(text));  // no sections: neither key
   auto back = nlohmann::json::parse(text).get<EvalRmResult>();
   ASSERT_EQ(back.sets.size(), 2u);
@@ -465,6 +466,7 @@ TEST(EvalRm, ResultsRoundTripThroughEvalJsonWithTodaysKeys) {
   auto old = nlohmann::json::parse(R"({"sets": {"id": {"n": 10}}})").get<EvalRmResult>();
   EXPECT_TRUE(std::isnan(old.sets["id"].accuracy));
   EXPECT_EQ(old.sets["id"].ties, 0);
+  EXPECT_TRUE(old.sets["id"].correct.empty());
 }
 
 TEST(TrainRm, MetricsRowsRoundTripThroughTheirJsonWithTodaysKeys) {

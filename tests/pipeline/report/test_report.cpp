@@ -61,8 +61,12 @@ class ReportTest : public ::testing::Test {
     if (alpha == "0.01") return {0.72 + shift, 0.68 + shift};
     return {0.69 + shift, 0.67 + shift};
   }
+  // Gao et al.'s Best-of-N form, d (alpha - beta d) with d = sqrt(KL), so the report's fit is known.
+  static double bon_beta(const std::string& method) {
+    return method == "bt" ? 0.3 : method == "margin" ? 0.25 : 0.1;
+  }
   static double bon_gold(const std::string& method, double kl) {
-    return 0.8 * kl - (method == "bt" ? 0.3 : method == "margin" ? 0.25 : 0.1) * kl * kl;
+    return std::sqrt(kl) * (0.8 - bon_beta(method) * std::sqrt(kl));
   }
   static double ppo_gold(const std::string& method, double kl) {
     return method == "bt" ? kl - 0.5 * kl * kl : 0.4 * kl - 0.1 * kl * kl;
@@ -92,8 +96,10 @@ class ReportTest : public ::testing::Test {
           }
           grm::write_file_atomic(proxy + "/metrics.jsonl", metrics + "{\"step\": 12");  // torn last line
           auto [id, ood] = accuracy(point.method, point.alpha, size);
-          id += 0.01 * seed;
-          ood += 0.01 * seed;
+          // Seeds move GRM and the rest in different orders, so differences paired by seed vary.
+          int shift = point.method == "grm" ? (2 * seed) % 3 : seed;
+          id += 0.01 * shift;
+          ood += 0.01 * shift;
           std::string eval =
               add_stage("eval-" + tag, "eval-rm", labels(point.method, point.alpha, size, seed));
           grm::write_file_atomic(
@@ -123,11 +129,21 @@ class ReportTest : public ::testing::Test {
             std::string lines;
             for (int step = 0; step <= 50; step += 10) {
               double kl = 0.05 * step;
+              // Eight held-out prompts around the mean; GRM's differ from the baseline's by a little noise.
+              std::vector<double> proxies, golds;
+              for (int i = 0; i < 8; ++i) {
+                double offset = 0.05 * (i - 3.5),
+                       noise = point.method == "grm" ? 0.01 * ((i % 2) * 2 - 1) : 0;
+                proxies.push_back(kl * (1 + offset));
+                golds.push_back(ppo_gold(point.method, kl) + offset + noise);
+              }
               lines += json({{"step", step},
                              {"kl", kl},
                              {"proxy", kl},
                              {"gold", ppo_gold(point.method, kl)},
-                             {"length", 40.0}})
+                             {"length", 40.0},
+                             {"proxy_per_prompt", proxies},
+                             {"gold_per_prompt", golds}})
                            .dump() +
                        "\n";
             }
@@ -172,12 +188,16 @@ TEST_F(ReportTest, FullRunHasTheRightNumbersAndVerdicts) {
   const json& id = comparison(s, "id_accuracy");
   EXPECT_NEAR(id["grm"]["mean"].get<double>(), 0.73, 1e-9);
   EXPECT_NEAR(id["baseline"]["mean"].get<double>(), 0.71, 1e-9);
-  EXPECT_NEAR(id["difference"].get<double>(), 0.02, 1e-9);
   // Seeds 0.72, 0.73, 0.74: standard error 0.01/sqrt(3), t(2) = 4.303.
   EXPECT_NEAR(id["grm"]["hi"].get<double>() - 0.73, 4.303 * 0.01 / std::sqrt(3.0), 1e-6);
-  EXPECT_TRUE(id["grm_beat_baseline"].get<bool>());
+  // Per-seed differences 0.02, 0.03, 0.01: mean 0.02, t-interval ± 4.303 * 0.01 / sqrt(3) = ± 0.0248.
+  EXPECT_NEAR(id["difference"]["mean"].get<double>(), 0.02, 1e-9);
+  EXPECT_NEAR(id["difference"]["lo"].get<double>(), 0.02 - 4.303 * 0.01 / std::sqrt(3.0), 1e-6);
+  EXPECT_EQ(id["interval_basis"], "t-interval over 3 seeds, paired by seed");
+  EXPECT_FALSE(id["grm_beat_baseline"].get<bool>());  // ahead, but the interval includes zero
+  EXPECT_FALSE(id["grm_worse_than_baseline"].get<bool>());
   EXPECT_FALSE(id["intervals_disjoint"].get<bool>());
-  EXPECT_NE(id["statement"].get<std::string>().find("GRM was not clearly better than the baseline"),
+  EXPECT_NE(id["statement"].get<std::string>().find("GRM was within noise of the baseline"),
             std::string::npos)
       << id["statement"];
 
@@ -185,6 +205,7 @@ TEST_F(ReportTest, FullRunHasTheRightNumbersAndVerdicts) {
   EXPECT_NEAR(ood["grm"]["mean"].get<double>(), 0.69, 1e-9);
   EXPECT_NEAR(ood["baseline"]["mean"].get<double>(), 0.61, 1e-9);
   EXPECT_TRUE(ood["intervals_disjoint"].get<bool>());
+  EXPECT_TRUE(ood["grm_beat_baseline"].get<bool>());
   EXPECT_NE(ood["statement"].get<std::string>().find("GRM beat the baseline"), std::string::npos);
   EXPECT_NE(ood["statement"].get<std::string>().find("+8.0 points"), std::string::npos) << ood["statement"];
 
@@ -196,17 +217,41 @@ TEST_F(ReportTest, FullRunHasTheRightNumbersAndVerdicts) {
 
   const json& ppo_final = comparison(s, "ppo_gold_final");
   EXPECT_NEAR(ppo_final["grm"]["mean"].get<double>(), ppo_gold("grm", 2.5), 1e-9);
+  // One seed each: the paired bootstrap over the eight held-out prompts (the offsets cancel in the pairs).
   EXPECT_TRUE(ppo_final["grm_beat_baseline"].get<bool>());
+  EXPECT_EQ(ppo_final["interval_basis"], "paired bootstrap over the same 8 held-out prompts");
+  EXPECT_NEAR(ppo_final["difference"]["mean"].get<double>(), ppo_gold("grm", 2.5) - ppo_gold("bt", 2.5),
+              1e-9);
   const json& ppo_peak = comparison(s, "ppo_peak_gold");
   EXPECT_NEAR(ppo_peak["grm"]["mean"].get<double>(), 0.4, 1e-9);       // 0.4 kl - 0.1 kl^2 at kl = 2
   EXPECT_NEAR(ppo_peak["baseline"]["mean"].get<double>(), 0.5, 1e-9);  // kl - 0.5 kl^2 at kl = 1
   EXPECT_FALSE(ppo_peak["grm_beat_baseline"].get<bool>());
-  EXPECT_NE(ppo_peak["statement"].get<std::string>().find("GRM did not beat the baseline"),
-            std::string::npos);
-  EXPECT_NE(ppo_peak["statement"].get<std::string>().find("one seed"), std::string::npos);
+  EXPECT_TRUE(ppo_peak["grm_worse_than_baseline"].get<bool>());  // -0.1 on every prompt, ± 0.01
+  EXPECT_NE(ppo_peak["statement"].get<std::string>().find("GRM was worse than the baseline"),
+            std::string::npos)
+      << ppo_peak["statement"];
 
   EXPECT_NE(verdict.find("OOD accuracy (mean of 2 sets): GRM beat the baseline"), std::string::npos)
       << verdict;
+
+  // Gao et al.'s fits recover the curves' coefficients; the checks measure what the fixture holds.
+  int bon_fits = 0;
+  for (const auto& fit : s["gao_fits"]) {
+    if (fit["optimizer"] != "bon") continue;
+    ++bon_fits;
+    EXPECT_NEAR(fit["alpha"]["mean"].get<double>(), 0.8, 1e-6) << fit;
+    EXPECT_NEAR(fit["beta"]["mean"].get<double>(), bon_beta(fit["method"]), 1e-6) << fit;
+    double d = 0.8 / (2 * bon_beta(fit["method"]));
+    EXPECT_NEAR(fit["peak_kl"].get<double>(), d * d, 1e-4) << fit;
+  }
+  EXPECT_EQ(bon_fits, 3);
+  std::map<std::string, bool> checks;
+  for (const auto& check : s["checks"]) checks[check["name"]] = check["met"];
+  EXPECT_TRUE(checks.at("baseline_id_accuracy"));  // bt at size 2000: 71%
+  EXPECT_TRUE(checks.at("ppo_proxy_rise"));        // 2.5 ± a little on every prompt
+  EXPECT_TRUE(checks.at("ppo_kl"));                // 2.5 nats, gold at every evaluation
+  EXPECT_EQ(checks.count("bon_gold_gain"), 0u);    // the fixture's BoN curves have no per-prompt values
+  EXPECT_NE(s["notes"].dump().find("Best-of-N checks skipped"), std::string::npos);
 
   // Table 1: rows at the largest size only; GRM α=0.01 holds the best ID and OOD cells.
   std::string markdown = grm::read_file(run_dir_ + "/report/summary.md");
