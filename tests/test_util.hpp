@@ -1,7 +1,9 @@
 // What every test suite shares: where reference material is ($GRM_SHARED, else ../shared beside the
-// source root; a missing fixture is a failure, never a skip) and a fresh temporary directory per test.
+// source root; a missing fixture is a failure, never a skip), a fresh temporary directory per test, and the
+// message of an expected grm::Error.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -29,4 +31,16 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+// The message of the grm::Error that `action` throws; the test fails if it throws nothing.
+template <class F>
+std::string error_of(F action) {
+  try {
+    action();
+  } catch (const grm::Error& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "expected grm::Error";
+  return "";
 }

@@ -84,18 +84,6 @@ struct HoldsRenamed {
   }
 };
 
-// The message of the grm::Error that `action` throws; a test fails if it throws nothing.
-template <class F>
-std::string error_of(F action) {
-  try {
-    action();
-  } catch (const grm::Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected grm::Error";
-  return "";
-}
-
 TrainConfig parse(const std::string& text) {
   return grm::read_config<TrainConfig>(grm::load_yaml_text(text, "cfg.yaml"), "cfg.yaml");
 }

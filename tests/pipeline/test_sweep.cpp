@@ -1,4 +1,5 @@
 #include "pipeline/sweep.hpp"
+#include "tests/test_util.hpp"
 
 #include <gtest/gtest.h>
 
@@ -29,17 +30,6 @@ struct Experiment {
 std::vector<grm::SweepPoint> expand(const std::string& text) {
   return grm::expand_sweep(grm::load_yaml_text(text, "exp.yaml"), "exp.yaml",
                            grm::config_key_check<Experiment>());
-}
-
-template <class F>
-std::string error_of(F action) {
-  try {
-    action();
-  } catch (const grm::Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected grm::Error";
-  return "";
 }
 
 Experiment read(const grm::SweepPoint& point) {
