@@ -69,13 +69,9 @@ void bon_checks(const RunData& data, const Setting& base, const ReportOptions& o
            met_word(signal)),
        signal});
   size_t last = n_rows - 1;
-  auto mean_of = [](const std::vector<double>& v) {
-    double sum = 0;
-    for (double x : v) sum += x;
-    return v.empty() ? NAN : sum / double(v.size());
-  };
-  double proxy_gain = (mean_of(items_over_runs(runs, last, false)) - mean_of(first_proxy)) / proxy_sd;
-  double gold_gain = (mean_of(items_over_runs(runs, last, true)) - mean_of(first_gold)) / gold_sd;
+  double proxy_gain =
+      (estimate(items_over_runs(runs, last, false)).mean - estimate(first_proxy).mean) / proxy_sd;
+  double gold_gain = (estimate(items_over_runs(runs, last, true)).mean - estimate(first_gold).mean) / gold_sd;
   bool over = gold_gain <= 0 ? proxy_gain > 0 : proxy_gain >= o.min_bon_proxy_over_gold * gold_gain;
   checks.push_back(
       {"bon_over_optimization",
