@@ -106,7 +106,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
   std::string label_id =
       add_stage(stages, stage("label", "label", to_yaml(label), {world_id, gold_id}, 1, cores));
 
-  std::vector<std::string> proxy_ids;
+  std::vector<std::string> proxy_ids;  // the proxies Best-of-N scores: those of points with bon.enabled
   for (const auto& point : expand_sweep(root, path, config_key_check<Experiment>())) {
     Experiment e = read_config<Experiment>(point.config, path);
     check_sizes(e, path);
@@ -120,7 +120,14 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
         {"method", method_label(e.rm)},
         {"alpha", number_label(e.rm.method == "grm" ? e.rm.alpha : 0.0)},
         {"size", std::to_string(e.data.size)},
+        {"head", e.rm.head},
         {"seed", std::to_string(e.seed)}};
+    // One Best-of-N sample set serves every proxy: a point may leave BoN out, not change how it samples.
+    if (YAML::Dump(to_yaml(e.bon.config)) != YAML::Dump(to_yaml(base.bon.config)))
+      fail(
+          "{}: a sweep point changes bon.config, which is one for the whole experiment; sweep bon.enabled "
+          "to leave a point out of Best-of-N",
+          path);
     TrainRmConfig proxy;
     proxy.model = policy_dir;
     proxy.max_length = e.max_length;
@@ -136,7 +143,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
     StageSpec proxy_spec = stage("proxy_rm", "train-rm", to_yaml(proxy), {label_id}, ranks, 1);
     proxy_spec.labels = labels;
     std::string proxy_id = add_stage(stages, proxy_spec);
-    if (std::find(proxy_ids.begin(), proxy_ids.end(), proxy_id) == proxy_ids.end())
+    if (e.bon.enabled && std::find(proxy_ids.begin(), proxy_ids.end(), proxy_id) == proxy_ids.end())
       proxy_ids.push_back(proxy_id);
 
     EvalRmConfig eval;
@@ -168,7 +175,7 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
     }
   }
 
-  if (base.bon.enabled) {
+  if (!proxy_ids.empty()) {
     // One sampling stage for every proxy, then one scoring stage; each takes its part of bon.config.
     BonConfig samples = base.bon.config;
     samples.policy = policy_dir;

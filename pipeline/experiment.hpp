@@ -62,7 +62,7 @@ struct DataSection {
 };
 
 struct BonSection {
-  bool enabled = true;
+  bool enabled = true;  // per sweep point: whether the point's proxy is scored by Best-of-N
   // bon/best_of_n.hpp; policy, prompts, seed, samples_from, proxies and gold are filled in by the plan.
   // Fewer samples than `grm bon` draws by default: every proxy of a sweep scores all of them.
   BonConfig config = [] {
@@ -83,7 +83,7 @@ struct BonSection {
 };
 
 struct PpoSection {
-  bool enabled = true;
+  bool enabled = true;                               // per sweep point, as are methods
   std::vector<std::string> methods = {"bt", "grm"};  // proxies of these methods get a PPO run
   // ppo/ppo.hpp; policy, prompts, proxy, gold and seed are filled in by the plan. It evaluates on the
   // world's held-out prompts, so by default on as many as the world holds (world.n_test_prompts).
@@ -143,7 +143,8 @@ struct Plan {
 
 // Loads, applies --set overrides, validates (every sweep point too) and plans the DAG. The stages of a
 // sweep point (proxy_rm, eval, ppo) are labelled with the settings they end up with, which the report
-// groups by: method (method_label), alpha (grm's, else 0), size (data.size) and seed, swept or not.
+// groups by: method (method_label), alpha (grm's, else 0), size (data.size), head (rm.head) and seed,
+// swept or not.
 Plan plan_experiment(const std::string& path, const std::vector<std::string>& overrides);
 
 // "grm", "grm-dpo", ... for GRM variants; the method name otherwise. Reports group by it.

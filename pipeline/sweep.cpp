@@ -1,5 +1,7 @@
 #include "pipeline/sweep.hpp"
 
+#include <fmt/format.h>
+
 namespace grm {
 
 namespace {
@@ -10,14 +12,16 @@ struct Axis {
   std::vector<YAML::Node> values;
 };
 
-std::vector<Axis> read_axes(const SweepConfig& sweep, const std::string& file, const ConfigKeyCheck& check) {
+// `where` names the section in messages: "sweep.keys", "sweep.groups[1]".
+std::vector<Axis> read_axes(const YAML::Node& keys, const std::string& where, const std::string& file,
+                            const ConfigKeyCheck& check) {
   std::vector<Axis> axes;
-  if (!sweep.keys.IsDefined() || sweep.keys.IsNull()) return axes;
-  if (!sweep.keys.IsMap()) {
-    fail("{}: 'sweep.keys' must be a map from dotted key to a list of values",
-         config_detail::location(file, sweep.keys));
+  if (!keys.IsDefined() || keys.IsNull()) return axes;
+  if (!keys.IsMap()) {
+    fail("{}: '{}' must be a map from dotted key to a list of values", config_detail::location(file, keys),
+         where);
   }
-  for (const auto& item : sweep.keys) {
+  for (const auto& item : keys) {
     Axis axis{item.first.Scalar(), item.first, {}};
     if (!item.second.IsSequence() || item.second.size() == 0) {
       fail("{}: sweep key '{}' needs a non-empty list of values, e.g. [0, 0.01]",
@@ -68,15 +72,42 @@ std::vector<SweepPoint> expand_sweep(const YAML::Node& experiment, const std::st
     config_detail::decode(experiment["sweep"], sweep, config_detail::Context{file, "sweep", nullptr});
     base.remove("sweep");
   }
-  std::vector<Axis> axes = read_axes(sweep, file, check);
+  std::vector<Axis> axes = read_axes(sweep.keys, "sweep.keys", file, check);
+  std::vector<std::vector<Axis>> groups;
+  if (sweep.groups.IsDefined() && !sweep.groups.IsNull()) {
+    if (!sweep.groups.IsSequence() || sweep.groups.size() == 0)
+      fail("{}: 'sweep.groups' must be a non-empty list of maps from dotted key to a list of values",
+           config_detail::location(file, sweep.groups));
+    for (std::size_t g = 0; g < sweep.groups.size(); ++g) {
+      std::string where = fmt::format("sweep.groups[{}]", g);
+      if (!sweep.groups[g].IsMap() || sweep.groups[g].size() == 0)
+        fail("{}: '{}' must be a non-empty map from dotted key to a list of values",
+             config_detail::location(file, sweep.groups[g]), where);
+      groups.push_back(read_axes(sweep.groups[g], where, file, check));
+      for (const auto& axis : groups.back())
+        for (const auto& outer : axes)
+          if (axis.key == outer.key)
+            fail("{}: sweep key '{}' is in both sweep.keys and {}; give it in one place",
+                 config_detail::location(file, axis.key_node), axis.key, where);
+    }
+  }
+  if (groups.empty()) groups.emplace_back();  // `keys` alone
+  auto set_values = [&](SweepPoint& point, const std::vector<Axis>& on,
+                        const std::vector<std::size_t>& index) {
+    for (std::size_t a = 0; a < on.size(); ++a)
+      set_yaml_path(point.config, on[a].key, on[a].values[index[a]],
+                    config_detail::location(file, on[a].key_node));
+  };
   std::vector<SweepPoint> points;
   for (const auto& index : combinations(axes, sweep.mode, file)) {
-    SweepPoint point{YAML::Clone(base)};
-    for (std::size_t a = 0; a < axes.size(); ++a) {
-      set_yaml_path(point.config, axes[a].key, axes[a].values[index[a]],
-                    config_detail::location(file, axes[a].key_node));
+    for (const auto& group : groups) {
+      for (const auto& group_index : combinations(group, "product", file)) {
+        SweepPoint point{YAML::Clone(base)};
+        set_values(point, axes, index);
+        set_values(point, group, group_index);
+        points.push_back(std::move(point));
+      }
     }
-    points.push_back(std::move(point));
   }
   return points;
 }

@@ -60,6 +60,7 @@ std::string describe(const Setting& setting) {
   std::string details;
   if (!setting.alpha.empty()) details += "α=" + setting.alpha;
   if (!setting.size.empty()) details += (details.empty() ? "" : ", ") + std::string("size=") + setting.size;
+  if (!setting.head.empty()) details += (details.empty() ? "" : ", ") + std::string("head=") + setting.head;
   return details.empty() ? setting.method : setting.method + " (" + details + ")";
 }
 

@@ -1,5 +1,6 @@
 // Documents: the report's summary.md, summary.json and self-contained index.html, and build_report.
 #include <filesystem>
+#include <functional>
 
 #include <fmt/format.h>
 
@@ -73,6 +74,7 @@ std::string inline_svg(std::string svg, const std::string& prefix) {
 }
 
 struct AccuracyTable {
+  std::string name, title, caption;  // summary.json key, heading, text under the heading
   std::vector<std::string> columns;  // eval sets, then "OOD mean" when there are OOD sets
   struct Row {
     Setting setting;
@@ -81,17 +83,19 @@ struct AccuracyTable {
   };
   std::vector<Row> rows;
   std::vector<double> best;  // per column, the highest mean
+  bool heads = false;        // a head column: the run has more than one head
 };
 
-// The paper's Table 1: every setting at its method's largest training set (so α variants show).
-AccuracyTable accuracy_table(const RunData& data, const Analysis& analysis) {
+// Every setting that `keep` accepts, per method in order of appearance, with results.
+AccuracyTable accuracy_table(const RunData& data, const Analysis& analysis,
+                             const std::function<bool(const Setting&)>& keep) {
   AccuracyTable table;
   table.columns = analysis.set_names();
   if (analysis.n_ood() > 0) table.columns.push_back("OOD mean");
   table.best.assign(table.columns.size(), -INFINITY);
   for (const auto& method : data.methods) {
     for (const auto& setting : analysis.settings(method)) {
-      if (setting.size != analysis.main(method).size) continue;
+      if (!keep(setting)) continue;
       auto runs = runs_at(data.evals, setting);
       if (runs.empty()) continue;
       AccuracyTable::Row row{setting, static_cast<int>(runs.size()), {}};
@@ -100,22 +104,66 @@ AccuracyTable accuracy_table(const RunData& data, const Analysis& analysis) {
       for (std::size_t c = 0; c < row.cells.size(); ++c) {
         if (row.cells[c]) table.best[c] = std::max(table.best[c], row.cells[c]->mean);
       }
+      table.heads = table.heads || !setting.head.empty();
       table.rows.push_back(std::move(row));
     }
   }
   return table;
 }
 
+// The paper's Table 1 (every α at each method's main size and head), Figure 7 (each head at the main
+// size and α, for methods run with several heads) and Table 7 (every method at the smallest size, where
+// the run has several sizes).
+std::vector<AccuracyTable> accuracy_tables(const RunData& data, const Analysis& analysis) {
+  std::vector<AccuracyTable> tables;
+  auto main_of = [&](const Setting& s) { return analysis.main(s.method); };
+  AccuracyTable table1 = accuracy_table(data, analysis, [&](const Setting& s) {
+    return s.size == main_of(s).size && s.head == main_of(s).head;
+  });
+  table1.name = "accuracy";
+  table1.title = "Accuracy (Table 1)";
+  table1.caption = "At each method's main size and head; mean ± 95% interval over seeds; best in bold.";
+  tables.push_back(std::move(table1));
+  std::map<std::string, std::set<std::string>> heads;  // method -> heads at its main size and α
+  for (const auto& method : data.methods)
+    for (const auto& s : analysis.settings(method))
+      if (s.size == main_of(s).size && s.alpha == main_of(s).alpha) heads[method].insert(s.head);
+  AccuracyTable by_head = accuracy_table(data, analysis, [&](const Setting& s) {
+    return heads[s.method].size() > 1 && s.size == main_of(s).size && s.alpha == main_of(s).alpha;
+  });
+  by_head.name = "accuracy_by_head";
+  by_head.title = "Reward head (Figure 7)";
+  by_head.caption =
+      "Each head (linear: one layer; mlp: two; mlp2: three) at the method's main size and α; mean ± 95% "
+      "interval over seeds.";
+  if (!by_head.rows.empty()) tables.push_back(std::move(by_head));
+  std::string smallest = analysis.smallest_size();
+  bool several_sizes = false;
+  for (const auto& method : data.methods)
+    several_sizes = several_sizes || (!smallest.empty() && analysis.main(method).size != smallest);
+  if (several_sizes) {
+    AccuracyTable small = accuracy_table(
+        data, analysis, [&](const Setting& s) { return s.size == smallest && s.head == main_of(s).head; });
+    small.name = "accuracy_smallest_size";
+    small.title = fmt::format("Smallest training set, {} pairs (Table 7)", smallest);
+    small.caption =
+        "Every method run at the smallest size (with its main head); mean ± 95% interval over seeds.";
+    if (!small.rows.empty()) tables.push_back(std::move(small));
+  }
+  return tables;
+}
+
 std::string table_markdown(const AccuracyTable& table) {
   if (table.rows.empty()) return "";
-  std::string text = "| method | α | size | seeds |";
+  std::string text = table.heads ? "| method | α | size | head | seeds |" : "| method | α | size | seeds |";
   for (const auto& column : table.columns) text += " " + column + " |";
-  text += "\n|---|---|---|---|";
+  text += table.heads ? "\n|---|---|---|---|---|" : "\n|---|---|---|---|";
   for (std::size_t c = 0; c < table.columns.size(); ++c) text += "---|";
   text += "\n";
   for (const auto& row : table.rows) {
-    text += fmt::format("| {} | {} | {} | {} |", row.setting.method, row.setting.alpha, row.setting.size,
-                        row.seeds);
+    text += fmt::format("| {} | {} | {} |", row.setting.method, row.setting.alpha, row.setting.size);
+    if (table.heads) text += " " + row.setting.head + " |";
+    text += fmt::format(" {} |", row.seeds);
     for (std::size_t c = 0; c < row.cells.size(); ++c) {
       if (!row.cells[c]) {
         text += " – |";
@@ -131,12 +179,16 @@ std::string table_markdown(const AccuracyTable& table) {
 
 std::string table_html(const AccuracyTable& table) {
   if (table.rows.empty()) return "<p>No evaluation results.</p>\n";
-  std::string text = "<table>\n<tr><th>method</th><th>α</th><th>size</th><th>seeds</th>";
+  std::string text = "<table>\n<tr><th>method</th><th>α</th><th>size</th>";
+  if (table.heads) text += "<th>head</th>";
+  text += "<th>seeds</th>";
   for (const auto& column : table.columns) text += "<th>" + html_escape(column) + "</th>";
   text += "</tr>\n";
   for (const auto& row : table.rows) {
-    text += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>", html_escape(row.setting.method),
-                        html_escape(row.setting.alpha), html_escape(row.setting.size), row.seeds);
+    text += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td>", html_escape(row.setting.method),
+                        html_escape(row.setting.alpha), html_escape(row.setting.size));
+    if (table.heads) text += "<td>" + html_escape(row.setting.head) + "</td>";
+    text += fmt::format("<td>{}</td>", row.seeds);
     for (std::size_t c = 0; c < row.cells.size(); ++c) {
       if (!row.cells[c]) {
         text += "<td>–</td>";
@@ -156,7 +208,22 @@ json estimate_json(const Estimate& value) {
 }
 
 json setting_json(const Setting& setting) {
-  return {{"method", setting.method}, {"alpha", setting.alpha}, {"size", setting.size}};
+  json out = {{"method", setting.method}, {"alpha", setting.alpha}, {"size", setting.size}};
+  if (!setting.head.empty()) out["head"] = setting.head;
+  return out;
+}
+
+json table_json(const AccuracyTable& table, const Analysis& analysis) {
+  json rows = json::array();
+  for (const auto& row : table.rows) {
+    json sets = json::object();
+    for (std::size_t c = 0; c < row.cells.size(); ++c) {
+      if (row.cells[c])
+        sets[c < analysis.set_names().size() ? table.columns[c] : "ood_mean"] = estimate_json(*row.cells[c]);
+    }
+    rows.push_back({{"setting", setting_json(row.setting)}, {"seeds", row.seeds}, {"sets", sets}});
+  }
+  return rows;
 }
 
 json curves_json(const std::vector<CurveRun>& runs, const RunData& data, const Analysis& analysis) {
@@ -219,7 +286,7 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
                                    fit_cell(row.fit.beta), peak_cell(row.fit.peak_kl), row.fit.n_points,
                                    row.fit.residual_rms);
   }
-  AccuracyTable table = accuracy_table(data, analysis);
+  std::vector<AccuracyTable> tables = accuracy_tables(data, analysis);
 
   std::string report_dir = run_dir + "/report";
   std::string plot_dir = report_dir + "/plots";
@@ -253,10 +320,12 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
         "95% intervals of the least-squares coefficients.\n\n" +
         fits_markdown;
   markdown +=
-      "\nEach method is compared at its main setting (largest training set; best-ID α):\n\n" + main_settings;
-  if (!table.rows.empty())
-    markdown += "\n## Accuracy (Table 1)\n\nMean ± 95% interval over seeds; best in bold.\n\n" +
-                table_markdown(table);
+      "\nEach method is compared at its main setting (largest training set, most common head and α; among "
+      "equally common α, the best ID accuracy):\n\n" +
+      main_settings;
+  for (const auto& table : tables)
+    if (!table.rows.empty())
+      markdown += "\n## " + table.title + "\n\n" + table.caption + "\n\n" + table_markdown(table);
   if (!figures.empty()) markdown += "\n## Figures\n\n";
   for (const auto& [figure, files] : figures) {
     markdown += fmt::format("- [{}](plots/{}.png) ([SVG](plots/{}.svg)): {}\n", figure.name, figure.name,
@@ -273,16 +342,7 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
   summary["main_settings"] = json::object();
   for (const auto& method : data.methods)
     summary["main_settings"][method] = setting_json(analysis.main(method));
-  summary["accuracy"] = json::array();
-  for (const auto& row : table.rows) {
-    json sets = json::object();
-    for (std::size_t c = 0; c < row.cells.size(); ++c) {
-      if (row.cells[c])
-        sets[c < analysis.set_names().size() ? table.columns[c] : "ood_mean"] = estimate_json(*row.cells[c]);
-    }
-    summary["accuracy"].push_back(
-        {{"setting", setting_json(row.setting)}, {"seeds", row.seeds}, {"sets", sets}});
-  }
+  for (const auto& table : tables) summary[table.name] = table_json(table, analysis);
   summary["bon"] = curves_json(data.bon, data, analysis);
   summary["ppo"] = curves_json(data.ppo, data, analysis);
   summary["comparisons"] = json::array();
@@ -331,14 +391,15 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
   }
   if (comparisons.empty()) html += "<li>No verdict: see the notes.</li>\n";
   html +=
-      "</ul>\n<p>Each method is compared at its main setting (largest training set; the α with the best ID "
+      "</ul>\n<p>Each method is compared at its main setting (largest training set, most common head and α; "
+      "among equally common α, the best ID "
       "accuracy):</p><ul>\n";
   for (const auto& method : data.methods)
     html += "<li>" + html_escape(describe(analysis.main(method))) + "</li>\n";
-  html +=
-      "</ul>\n<h2>Accuracy (Table 1)</h2>\n<p>Mean ± 95% interval over seeds; the best in each column in "
-      "bold.</p>\n" +
-      table_html(table);
+  html += "</ul>\n";
+  for (const auto& table : tables)
+    html += "<h2>" + html_escape(table.title) + "</h2>\n<p>" + html_escape(table.caption) + "</p>\n" +
+            table_html(table);
   if (!checks.empty()) {
     html += "<h2>Does the run show over-optimization?</h2>\n<ul>\n";
     for (const auto& check : checks)

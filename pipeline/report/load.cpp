@@ -80,7 +80,7 @@ Labelled labels_of(const StageRecord& stage) {
     return it == stage.labels.end() ? std::string() : it->second;
   };
   std::string method = get("method");
-  return {{method.empty() ? stage.name : method, get("alpha"), get("size")}, get("seed")};
+  return {{method.empty() ? stage.name : method, get("alpha"), get("size"), get("head")}, get("seed")};
 }
 
 CurveRow curve_row(const BonPoint& point) {
@@ -150,7 +150,8 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
         auto found = by_id.find(proxy);
         // A curve whose key is not a stage (a reference scorer, say) is labelled by its key.
         CurveRun run{
-            found != by_id.end() ? labels_of(data.stages[found->second]) : Labelled{{proxy, "", ""}, ""}, {}};
+            found != by_id.end() ? labels_of(data.stages[found->second]) : Labelled{{proxy, "", "", ""}, ""},
+            {}};
         for (const auto& point : points) run.rows.push_back(curve_row(point));
         note_method(data, run.setting.method);
         data.bon.push_back(std::move(run));
@@ -177,6 +178,7 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
 RunData load_run(const std::string& run_dir) {
   RunData data;
   std::map<std::string, std::size_t> by_id;
+  std::set<std::string> heads;
   for (auto& entry : read_dag(run_dir)) {
     StageRecord stage{std::move(entry), false};
     stage.dir = run_dir + "/" + stage.dir;
@@ -184,15 +186,20 @@ RunData load_run(const std::string& run_dir) {
     std::map<std::string, std::string> labels;
     for (const auto& [key, value] : stage.labels) {
       std::string short_key = key.substr(key.rfind('.') + 1);
-      if (short_key == "method" || short_key == "alpha" || short_key == "size" || short_key == "seed") {
+      if (short_key == "method" || short_key == "alpha" || short_key == "size" || short_key == "head" ||
+          short_key == "seed") {
         labels[short_key] = value;
       }
     }
     stage.labels = std::move(labels);
+    if (stage.labels.count("head")) heads.insert(stage.labels["head"]);
     if (stage.labels.count("method")) note_method(data, stage.labels["method"]);
     by_id[stage.id] = data.stages.size();
     data.stages.push_back(std::move(stage));
   }
+  // One head in the whole run tells the reader nothing: settings then carry no head.
+  if (heads.size() <= 1)
+    for (auto& stage : data.stages) stage.labels.erase("head");
   std::vector<std::string> not_done;
   for (const auto& stage : data.stages) {
     if (stage.done) {

@@ -24,12 +24,13 @@ namespace grm::report {
 // ---- what the stages left (load.cpp) -------------------------------------------------------------------
 
 struct Setting {
-  std::string method, alpha, size;  // label values, "" when a stage has no such label
+  // Label values, "" when a stage has no such label; head is "" too when the whole run has one head.
+  std::string method, alpha, size, head;
   bool operator<(const Setting& other) const {
-    return std::tie(method, alpha, size) < std::tie(other.method, other.alpha, other.size);
+    return std::tie(method, alpha, size, head) < std::tie(other.method, other.alpha, other.size, other.head);
   }
   bool operator==(const Setting& other) const {
-    return method == other.method && alpha == other.alpha && size == other.size;
+    return method == other.method && alpha == other.alpha && size == other.size && head == other.head;
   }
 };
 
@@ -62,7 +63,7 @@ struct CurveRun : Labelled {
 };
 
 // A dag.json stage as the report reads it: `dir` is joined to the run directory, and `labels` keeps
-// method, alpha, size and seed, keyed by their last dotted part ("rm.alpha" -> "alpha").
+// method, alpha, size, head and seed, keyed by their last dotted part ("rm.alpha" -> "alpha").
 struct StageRecord : DagStage {
   bool done = false;  // its DONE marker is there
 };
@@ -145,9 +146,20 @@ class Analysis {
     std::vector<Setting> result(found.begin(), found.end());
     std::sort(result.begin(), result.end(), [](const Setting& a, const Setting& b) {
       if (a.size != b.size) return label_less(a.size, b.size);
-      return label_less(a.alpha, b.alpha);
+      if (a.alpha != b.alpha) return label_less(a.alpha, b.alpha);
+      return a.head < b.head;
     });
     return result;
+  }
+
+  // The smallest training-set size any result of the run has ("" when none is labelled).
+  std::string smallest_size() const {
+    std::string smallest;
+    for (const auto& method : data_.methods)
+      for (const auto& setting : settings(method))
+        if (!setting.size.empty() && (smallest.empty() || label_less(setting.size, smallest)))
+          smallest = setting.size;
+    return smallest;
   }
 
   std::optional<Estimate> accuracy(const Setting& setting, const std::string& set) const {
@@ -181,14 +193,32 @@ class Analysis {
   }
 
  private:
+  // The largest training set, the method's most common head and its most common α: a side sweep (of
+  // heads, of α around the configured value) is a study, not a pick of the best on the evaluation pairs.
+  // Only among equally common α (a plain α grid) does the best ID accuracy choose.
   Setting choose_main(const std::string& method) const {
     std::vector<Setting> all = settings(method);
-    if (all.empty()) return {method, "", ""};
+    if (all.empty()) return {method, "", "", ""};
     std::string largest = all.back().size;
+    for (const auto& setting : all)
+      if (label_less(largest, setting.size)) largest = setting.size;
+    auto most_common = [](const std::map<std::string, int>& count) {
+      return std::max_element(count.begin(), count.end(),
+                              [](const auto& a, const auto& b) { return a.second < b.second; })
+          ->second;
+    };
+    std::map<std::string, int> head_count, alpha_count;
+    for (const auto& setting : all) ++head_count[setting.head];
+    std::string head;
+    for (const auto& [value, count] : head_count)
+      if (count == most_common(head_count)) head = value;
+    for (const auto& setting : all)
+      if (setting.head == head) ++alpha_count[setting.alpha];
     std::optional<Setting> best;
     double best_accuracy = -1;
     for (const auto& setting : all) {
-      if (setting.size != largest) continue;
+      if (setting.size != largest || setting.head != head) continue;
+      if (alpha_count[setting.alpha] != most_common(alpha_count)) continue;
       if (!best) best = setting;
       auto id = id_set_.empty() ? std::nullopt : accuracy(setting, id_set_);
       if (id && id->mean > best_accuracy) best_accuracy = id->mean, best = setting;

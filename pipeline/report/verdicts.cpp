@@ -66,7 +66,9 @@ std::pair<Estimate, std::string> difference(const PerSeed& grm, const PerSeed& b
 Comparison compare(const std::string& measure, const std::string& label, bool percent, const Setting& grm,
                    const Estimate& grm_value, const Setting& baseline, const Estimate& baseline_value,
                    const std::pair<Estimate, std::string>& diff) {
-  Comparison c{measure, label, percent, grm, baseline, grm_value, baseline_value, false, false, ""};
+  Comparison c;
+  c.measure = measure, c.label = label, c.percent = percent;
+  c.grm = grm, c.baseline = baseline, c.grm_value = grm_value, c.baseline_value = baseline_value;
   c.difference = diff.first;
   c.basis = diff.second;
   c.has_interval = c.difference.n > 0;

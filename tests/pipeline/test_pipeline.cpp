@@ -245,11 +245,38 @@ TEST(Pipeline, StagesAreLabelledWithTheSettingsTheyEndUpWith) {
   }
   using Labels = std::map<std::string, std::string>;
   std::set<Labels> expected = {
-      Labels{{"method", "bt"}, {"alpha", "0"}, {"size", "300"}, {"seed", "0"}},
-      Labels{{"method", "grm"}, {"alpha", "0.05"}, {"size", "300"}, {"seed", "0"}},
-      Labels{{"method", "grm-dpo"}, {"alpha", "0.05"}, {"size", "300"}, {"seed", "0"}}};
+      Labels{{"method", "bt"}, {"alpha", "0"}, {"size", "300"}, {"head", "mlp"}, {"seed", "0"}},
+      Labels{{"method", "grm"}, {"alpha", "0.05"}, {"size", "300"}, {"head", "mlp"}, {"seed", "0"}},
+      Labels{{"method", "grm-dpo"}, {"alpha", "0.05"}, {"size", "300"}, {"head", "mlp"}, {"seed", "0"}}};
   EXPECT_EQ(proxies, expected);  // the two bt points share one stage
   EXPECT_EQ(evals, expected);
+  fs::remove_all(dir);
+}
+
+// Sweep groups (the paper's figures each vary one thing) share the points they have in common; a point
+// may leave Best-of-N out (bon.enabled) but not change how its one sample set is drawn.
+TEST(Pipeline, GroupPointsShareStagesAndChooseTheirBestOfN) {
+  auto dir = temp_dir("groups");
+  auto path = (dir / "e.yaml").string();
+  write_file_atomic(
+      path,
+      "name: x\ndata: {size: 300}\nworld: {n_pool_pairs: 600}\nsweep:\n  keys: {seed: [0, 1]}\n"
+      "  groups:\n    - {rm.method: [bt, grm]}\n"
+      "    - {rm.method: [bt], data.size: [100, 300], bon.enabled: [false], ppo.enabled: [false]}\n");
+  int proxies = 0, ppo = 0;
+  std::size_t bon_inputs = 0;
+  for (const auto& stage : plan_experiment(path, {}).stages) {
+    proxies += stage.name == "proxy_rm";
+    ppo += stage.name == "ppo";
+    if (stage.name == "bon" && stage.config["proxy_models"]) bon_inputs = stage.config["proxy_models"].size();
+  }
+  EXPECT_EQ(proxies, 2 * 3);      // per seed: bt 300 (in both groups), grm 300, bt 100
+  EXPECT_EQ(bon_inputs, 2u * 2);  // bt 300 stays in: the first group scores it
+  EXPECT_EQ(ppo, 2 * 2);
+  write_file_atomic(path,
+                    "name: x\nsweep:\n  groups:\n    - {rm.method: [bt]}\n    - {bon.config.n_max: [8]}\n");
+  EXPECT_NE(error_of([&] { plan_experiment(path, {}); }).find("a sweep point changes bon.config"),
+            std::string::npos);
   fs::remove_all(dir);
 }
 

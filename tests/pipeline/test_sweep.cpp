@@ -1,6 +1,7 @@
 #include "pipeline/sweep.hpp"
 #include "tests/test_util.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 namespace {
@@ -89,7 +90,7 @@ TEST(Sweep, ErrorsNameFileAndLine) {
   EXPECT_EQ(error_of([] { expand("sweep:\n  mode: grid\n"); }),
             "exp.yaml:2: 'sweep.mode' must be one of product, zip; got 'grid'");
   EXPECT_EQ(error_of([] { expand("sweep:\n  key: {seed: [1]}\n"); }),
-            "exp.yaml:2: unknown key 'sweep.key' (known: mode, keys)");
+            "exp.yaml:2: unknown key 'sweep.key' (known: mode, keys, groups)");
 }
 
 TEST(Sweep, WithoutCheckUnknownKeysAreCaughtWhenReadingThePoint) {
@@ -97,6 +98,38 @@ TEST(Sweep, WithoutCheckUnknownKeysAreCaughtWhenReadingThePoint) {
       grm::expand_sweep(grm::load_yaml_text("sweep: {keys: {rm.beta: [1]}}\n", "exp.yaml"), "exp.yaml");
   ASSERT_EQ(points.size(), 1u);
   EXPECT_NE(error_of([&] { read(points[0]); }).find("unknown key 'rm.beta'"), std::string::npos);
+}
+
+TEST(Sweep, GroupsAreAUnionOfProductsCrossedWithKeys) {
+  auto points = expand(
+      "sweep:\n"
+      "  keys: {seed: [0, 1]}\n"
+      "  groups:\n"
+      "    - {rm.method: [bt, margin]}\n"
+      "    - {rm.method: [grm], rm.alpha: [0.1, 0.2]}\n");
+  std::vector<std::string> order;
+  for (const auto& point : points) {
+    Experiment e = read(point);
+    order.push_back(fmt::format("{}{}/{}", e.rm.method,
+                                e.rm.method == "grm" ? std::to_string(e.rm.alpha).substr(0, 3) : "", e.seed));
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"bt/0", "margin/0", "grm0.1/0", "grm0.2/0", "bt/1", "margin/1",
+                                             "grm0.1/1", "grm0.2/1"}));
+  // Without keys, the groups alone.
+  EXPECT_EQ(expand("sweep: {groups: [{seed: [4]}, {rm.method: [grm]}]}\n").size(), 2u);
+}
+
+TEST(Sweep, GroupErrorsNameTheGroupAndLine) {
+  EXPECT_EQ(error_of([] { expand("sweep:\n  groups:\n    - {rm.alpah: [0]}\n"); }),
+            "exp.yaml:3: unknown key 'rm.alpah' (known: method, alpha)");
+  EXPECT_EQ(error_of([] { expand("sweep:\n  groups:\n    - {seed: [0]}\n    - [seed]\n"); }),
+            "exp.yaml:4: 'sweep.groups[1]' must be a non-empty map from dotted key to a list of values");
+  EXPECT_EQ(error_of([] { expand("sweep:\n  keys: {seed: [0]}\n  groups:\n    - {seed: [1]}\n"); }),
+            "exp.yaml:4: sweep key 'seed' is in both sweep.keys and sweep.groups[0]; give it in one place");
+  EXPECT_EQ(error_of([] {
+              expand("sweep: {groups: {seed: [1]}}\n");
+            }).find("'sweep.groups' must be a non-empty list"),
+            std::string("exp.yaml:1: ").size());
 }
 
 }  // namespace

@@ -253,11 +253,20 @@ TEST_F(ReportTest, FullRunHasTheRightNumbersAndVerdicts) {
   EXPECT_EQ(checks.count("bon_gold_gain"), 0u);    // the fixture's BoN curves have no per-prompt values
   EXPECT_NE(s["notes"].dump().find("Best-of-N checks skipped"), std::string::npos);
 
-  // Table 1: rows at the largest size only; GRM α=0.01 holds the best ID and OOD cells.
+  // Table 1: rows at the largest size only; GRM α=0.01 holds the best ID and OOD cells. Table 7 (the
+  // smallest size) follows it, with every method's rows at size 500; one head in the run: no head column.
   std::string markdown = grm::read_file(run_dir_ + "/report/summary.md");
-  EXPECT_NE(markdown.find("| grm | 0.01 | 2000 | 3 | **73.0 ± 2.5%** |"), std::string::npos) << markdown;
-  EXPECT_NE(markdown.find("| bt |  | 2000 | 3 | 71.0 ± 2.5% |"), std::string::npos) << markdown;
-  EXPECT_EQ(markdown.find("| 500 |"), std::string::npos);
+  std::size_t table7 = markdown.find("## Smallest training set, 500 pairs (Table 7)");
+  ASSERT_NE(table7, std::string::npos) << markdown;
+  std::string table1 = markdown.substr(0, table7);
+  EXPECT_NE(table1.find("| grm | 0.01 | 2000 | 3 | **73.0 ± 2.5%** |"), std::string::npos) << markdown;
+  EXPECT_NE(table1.find("| bt |  | 2000 | 3 | 71.0 ± 2.5% |"), std::string::npos) << markdown;
+  EXPECT_EQ(table1.find("| 500 |"), std::string::npos);
+  EXPECT_NE(markdown.find("| bt |  | 500 | 3 | 66.0 ± 2.5% |", table7), std::string::npos) << markdown;
+  EXPECT_NE(markdown.find("| grm | 0.05 | 500 | 3 |", table7), std::string::npos) << markdown;
+  EXPECT_EQ(markdown.find("| head |"), std::string::npos);
+  EXPECT_EQ(s["accuracy_smallest_size"].size(), 5u);
+  EXPECT_EQ(s.count("accuracy_by_head"), 0u);
   EXPECT_NE(markdown.find("**69.0 ± 2.5%** |\n"), std::string::npos);  // OOD mean column
   EXPECT_EQ(s["accuracy"].size(), 5u);
 
@@ -274,6 +283,45 @@ TEST_F(ReportTest, FullRunHasTheRightNumbersAndVerdicts) {
   }
   EXPECT_NE(html.find("KL(π_BoN ‖ π_init) (nats)"), std::string::npos);
   EXPECT_NE(html.find("reward (RM units)"), std::string::npos);
+}
+
+// A head sweep (the paper's Figure 7) is a side study: each method's main setting keeps its most common
+// head, and the heads get a table of their own at the main size and α.
+TEST_F(ReportTest, HeadsGetATableAndDoNotChooseTheMainSetting) {
+  auto eval = [&](const std::string& method, const std::string& size, const std::string& head, int seed,
+                  double id) {
+    json labels = {
+        {"rm.method", method}, {"data.size", size}, {"rm.head", head}, {"seed", std::to_string(seed)}};
+    std::string dir = add_stage(fmt::format("eval-{}{}{}{}", method, size, head, seed), "eval-rm", labels);
+    grm::write_file_atomic(dir + "/eval.json",
+                           json({{"sets", {{"id", {{"accuracy", id}, {"n", 100}, {"ties", 0}}}}}}).dump());
+  };
+  for (int seed = 0; seed < 2; ++seed) {
+    for (const char* method : {"bt", "grm"}) {
+      bool grm = std::string(method) == "grm";
+      eval(method, "100", "mlp", seed, 0.55 + 0.01 * seed);
+      eval(method, "400", "mlp", seed, (grm ? 0.65 : 0.62) + 0.01 * seed);
+      eval(method, "400", "linear", seed,
+           (grm ? 0.70 : 0.66) + 0.01 * seed);  // better, but not the main head
+    }
+  }
+  write_dag();
+  grm::build_report(run_dir_);
+  json s = summary();
+  EXPECT_EQ(s["main_settings"]["bt"],
+            json({{"method", "bt"}, {"alpha", ""}, {"size", "400"}, {"head", "mlp"}}));
+  const json& id = comparison(s, "id_accuracy");
+  EXPECT_NEAR(id["grm"]["mean"].get<double>(), 0.655, 1e-9);  // the mlp heads compared: 0.655 vs 0.625
+  EXPECT_NEAR(id["baseline"]["mean"].get<double>(), 0.625, 1e-9);
+  ASSERT_EQ(s["accuracy_by_head"].size(), 4u) << s["accuracy_by_head"];
+  std::string markdown = grm::read_file(run_dir_ + "/report/summary.md");
+  std::size_t heads = markdown.find("## Reward head (Figure 7)");
+  ASSERT_NE(heads, std::string::npos) << markdown;
+  EXPECT_NE(markdown.find("| grm |  | 400 | linear | 2 | **70.5 ", heads), std::string::npos) << markdown;
+  EXPECT_NE(markdown.find("| bt |  | 400 | mlp | 2 | 62.5 ", heads), std::string::npos) << markdown;
+  // Table 1 keeps the main head only.
+  EXPECT_EQ(markdown.substr(0, heads).find("linear"), std::string::npos) << markdown;
+  EXPECT_NE(markdown.find("## Smallest training set, 100 pairs (Table 7)"), std::string::npos) << markdown;
 }
 
 TEST_F(ReportTest, MissingPartsAreNotedNotFatal) {
