@@ -61,7 +61,7 @@ struct BenchGenerate {
 };
 
 void run_bench_generate(const BenchGenerate& b) {
-  torch::set_num_threads(b.threads > 0 ? b.threads : int(std::max(1u, std::thread::hardware_concurrency())));
+  set_compute_threads(b.threads > 0 ? b.threads : int(std::max(1u, std::thread::hardware_concurrency())));
   std::string dir = resolve_model_path(b.model_dir);
   if (!b.random_config.empty()) dir = random_model(b.random_config, dir, bench_dir("generate") / "random");
   auto model = load_causal_lm(dir);
@@ -84,8 +84,9 @@ void run_bench_generate(const BenchGenerate& b) {
     auto out = generate(model, prompts, options);
     double rate = double(out.generated_tokens) / seconds_since(start);
     best = std::max(best, rate);
-    std::printf("generate: %s batch %lld x %lld new tokens, %d threads: %.0f tokens/s\n", dir.c_str(),
-                (long long)b.batch, (long long)b.new_tokens, torch::get_num_threads(), rate);
+    std::printf("generate: %s batch %lld x %lld new tokens, %d LibTorch thread(s) (BLAS %d): %.0f tokens/s\n",
+                dir.c_str(), (long long)b.batch, (long long)b.new_tokens, out.threads, blas_thread_count(),
+                rate);
   }
   std::printf("generate best: %.0f tokens/s\n", best);
 }
@@ -163,10 +164,11 @@ void run_bench_train_rm(const BenchTrainRm& b) {
                     double(config.n_vocab) * config.n_embd;
     double flops_per_token = 6 * params + 12.0 * config.n_layer * config.n_head * config.head_dim * b.tokens;
     std::printf(
-        "train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s: %.0f tokens/s, %.2f model "
-        "GFLOP/s\n",
+        "train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s, %d LibTorch thread(s) per rank "
+        "(BLAS %d): %.0f tokens/s, %.2f model GFLOP/s\n",
         dir.c_str(), comm.size(), (long long)b.pairs_per_rank, (long long)b.tokens, b.method.c_str(),
-        result.tokens_per_second, result.tokens_per_second * flops_per_token / 1e9);
+        torch::get_num_threads(), blas_thread_count(), result.tokens_per_second,
+        result.tokens_per_second * flops_per_token / 1e9);
     std::filesystem::remove_all(base);
   }
 }
@@ -179,7 +181,7 @@ struct BenchBon {
 };
 
 void run_bench_bon(const BenchBon& b) {
-  torch::set_num_threads(default_thread_count(1));
+  set_compute_threads(default_thread_count(1));
   std::string dir = resolve_model_path(b.model_dir);
   auto model = load_causal_lm(dir);
   auto tokenizer = load_tokenizer(dir);
@@ -219,7 +221,7 @@ struct BenchServe {
 };
 
 void run_bench_serve(const BenchServe& b) {
-  torch::set_num_threads(default_thread_count(1));
+  set_compute_threads(default_thread_count(1));
   std::string dir = resolve_model_path(b.model_dir);
   auto base = bench_dir("serve");
   auto scorer = make_model_scorer(fresh_reward_model(dir, base / "rm"), 64);

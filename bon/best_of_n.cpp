@@ -184,7 +184,7 @@ std::vector<BonPoint> best_of_n_curve(const std::vector<std::vector<double>>& pr
 
 void run_best_of_n(const BonConfig& c, const std::string& out_dir, const std::string& config_dir) {
   if (c.n_max < 1) fail("bon.n_max must be at least 1, got {}", c.n_max);
-  torch::set_num_threads(int(c.threads > 0 ? c.threads : default_thread_count(1)));
+  set_compute_threads(int(c.threads > 0 ? c.threads : default_thread_count(1)));
   fs::create_directories(out_dir);
   std::vector<BonSample> samples;
   if (!c.samples_from.empty()) {

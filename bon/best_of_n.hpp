@@ -39,17 +39,17 @@ struct BonConfig {
     v("prompt_file", prompt_file);
     v("prompt_list", prompt_list);
     v.renamed("prompts", "prompt_file");
-    v("n_prompts", n_prompts);
-    v("n_max", n_max);
-    v("max_new_tokens", max_new_tokens);
+    v("n_prompts", n_prompts, Range::at_least(0));
+    v("n_max", n_max, Range::at_least(1));
+    v("max_new_tokens", max_new_tokens, Range::at_least(1));
     sampling.visit_keys(v);
     v("seed", seed);
     v("samples_from", samples_from);
     v("proxies", proxies);
     v("proxy_models", proxy_models);
     v("gold", gold);
-    v("bootstrap", bootstrap);
-    v("threads", threads);
+    v("bootstrap", bootstrap, Range::at_least(0));
+    v("threads", threads, Range::at_least(0));
   }
 };
 

@@ -1,5 +1,7 @@
 #include "cluster/comm.hpp"
 
+#include <dlfcn.h>
+
 #include <mpi.h>
 
 #include <cstdlib>
@@ -84,6 +86,29 @@ int default_thread_count(int ranks_per_machine) {
   if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
   int cores = int(std::max(1u, std::thread::hardware_concurrency()));
   return std::max(1, cores / std::max(1, ranks_per_machine));
+}
+
+namespace {
+
+// OpenBLAS's thread setters, looked up at run time: LibTorch may be linked against another BLAS (MKL,
+// the reference BLAS), which has none of these, or against a CUDA build where they do not matter.
+template <class F>
+F* blas_symbol(const char* name) {
+  return reinterpret_cast<F*>(::dlsym(RTLD_DEFAULT, name));
+}
+
+}  // namespace
+
+int set_compute_threads(int n) {
+  n = std::max(1, n);
+  torch::set_num_threads(n);
+  if (auto* set = blas_symbol<void(int)>("openblas_set_num_threads")) set(1);
+  return n;
+}
+
+int blas_thread_count() {
+  auto* get = blas_symbol<int()>("openblas_get_num_threads");
+  return get ? get() : 0;
 }
 
 Comm& Comm::world() {

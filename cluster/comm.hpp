@@ -46,6 +46,15 @@ bool launched_by_mpi();
 // machine's cores shared among the ranks on it.
 int default_thread_count(int ranks_per_machine);
 
+// Gives this process `n` compute threads: LibTorch's intra-op pool gets n and a BLAS with a thread pool
+// of its own (OpenBLAS) gets 1, so that the two pools do not stack on the same cores (OpenBLAS's threads
+// spin between calls and starve LibTorch's; README "Results and timings" has the measurements). Every
+// command sets its threads through here. Returns n.
+int set_compute_threads(int n);
+// The BLAS library's own thread count as it reports it (openblas_get_num_threads), 0 when the BLAS in
+// this process has no such call: what benches print beside LibTorch's.
+int blas_thread_count();
+
 // Averages gradients of `parameters` over the world after backward(). Bucket boundaries follow the
 // parameters in reverse registration order (the order backward produces them).
 class GradientAllReducer {

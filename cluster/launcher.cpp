@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -124,19 +124,46 @@ pid_t spawn_process(const std::vector<std::string>& argv, const SpawnOptions& op
   for (const auto& variable : environment) env_pointers.push_back(const_cast<char*>(variable.c_str()));
   env_pointers.push_back(nullptr);
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  if (!options.log_path.empty()) {
-    posix_spawn_file_actions_addopen(&actions, 1, options.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  // fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: the child gets SIGTERM when `grm run`
+  // dies, even by kill -9, instead of running on as an orphan (mpirun passes the SIGTERM to its ranks).
+  // Between fork and exec the child makes only async-signal-safe calls; an exec failure comes back
+  // through a close-on-exec pipe.
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) fail("cannot start '{}': pipe: {}", argv[0], std::strerror(errno));
+  const pid_t parent = ::getpid();
+  const char* log_path = options.log_path.empty() ? nullptr : options.log_path.c_str();
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int saved = errno;
+    ::close(report[0]), ::close(report[1]);
+    fail("cannot start '{}': fork: {}", argv[0], std::strerror(saved));
   }
-  pid_t pid = 0;
-  int error =
-      ::posix_spawnp(&pid, argv[0].c_str(), &actions, nullptr, argv_pointers.data(), env_pointers.data());
-  posix_spawn_file_actions_destroy(&actions);
-  if (error != 0) fail("cannot start '{}': {}; is it installed and on PATH?", argv[0], std::strerror(error));
+  if (pid == 0) {
+    ::close(report[0]);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
+    int in = ::open("/dev/null", O_RDONLY);
+    if (in >= 0) ::dup2(in, 0);
+    if (log_path) {
+      int out = ::open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (out >= 0) ::dup2(out, 1), ::dup2(out, 2);
+    }
+    ::execvpe(argv_pointers[0], argv_pointers.data(), env_pointers.data());
+    int error = errno;
+    ssize_t ignored = ::write(report[1], &error, sizeof error);
+    (void)ignored;
+    ::_exit(127);
+  }
+  ::close(report[1]);
+  int error = 0;
+  ssize_t n = 0;
+  while ((n = ::read(report[0], &error, sizeof error)) < 0 && errno == EINTR) {
+  }
+  ::close(report[0]);
+  if (n == ssize_t(sizeof error)) {
+    ::waitpid(pid, nullptr, 0);
+    fail("cannot start '{}': {}; is it installed and on PATH?", argv[0], std::strerror(error));
+  }
   return pid;
 }
 

@@ -39,7 +39,9 @@ struct SpawnOptions {
   // stage started from inside `mpirun grm run` is a job of its own rather than a confused member.
   bool detach_from_mpi_job = false;
 };
-// Starts the process (PATH is searched) and returns its pid; throws grm::Error if it cannot start.
+// Starts the process (PATH is searched) and returns its pid; throws grm::Error if it cannot start. The
+// child is sent SIGTERM when the calling thread's process dies (Linux PR_SET_PDEATHSIG), so stages end
+// with the `grm run` that started them.
 pid_t spawn_process(const std::vector<std::string>& argv, const SpawnOptions& options);
 
 struct ExitStatus {

@@ -32,13 +32,49 @@ void write_file_atomic(const std::string& path, const std::string& content) {
     }
     written += static_cast<size_t>(n);
   }
-  ::fsync(fd);
-  ::close(fd);
+  // A full disk can surface only here (delayed allocation, network file systems).
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    int saved = errno;
+    ::unlink(temporary.c_str());
+    fail("{}: write failed ({}); is the disk full?", temporary, std::strerror(saved));
+  }
   if (std::rename(temporary.c_str(), path.c_str()) != 0) {
     int saved = errno;
     ::unlink(temporary.c_str());
     fail("{}: cannot rename into place ({})", path, std::strerror(saved));
   }
+}
+
+void write_directory_atomic(const std::string& dir,
+                            const std::function<void(const std::string& partial)>& fill) {
+  namespace fs = std::filesystem;
+  std::string partial = dir + ".partial";
+  std::error_code ignored;
+  fs::remove_all(partial, ignored);
+  fs::create_directories(partial);
+  try {
+    fill(partial);
+  } catch (...) {
+    fs::remove_all(partial, ignored);
+    throw;
+  }
+  try {
+    replace_directory(partial, dir);
+  } catch (...) {
+    fs::remove_all(partial, ignored);
+    throw;
+  }
+}
+
+void replace_directory(const std::string& from, const std::string& to) {
+  std::error_code error;
+  std::filesystem::remove_all(to, error);
+  if (!error) std::filesystem::rename(from, to, error);
+  if (error) fail("{}: cannot move the finished directory {} into place ({})", to, from, error.message());
+}
+
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  write_file_atomic(to, read_file(from));
 }
 
 void append_line(const std::string& path, const std::string& line) {

@@ -161,6 +161,15 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   set_yaml_path(root, key, value, "--set " + assignment);
 }
 
+std::string Range::describe() const {
+  auto number = [](double x) { return fmt::format("{}", x); };
+  bool no_lo = std::isinf(lo), no_hi = std::isinf(hi);
+  if (no_lo && no_hi) return "any finite number";
+  if (no_hi) return fmt::format("{} {}", lo_open ? ">" : ">=", number(lo));
+  if (no_lo) return fmt::format("{} {}", hi_open ? "<" : "<=", number(hi));
+  return fmt::format("in {}{}, {}{}", lo_open ? "(" : "[", number(lo), number(hi), hi_open ? ")" : "]");
+}
+
 namespace config_detail {
 
 std::string location(const std::string& file, const YAML::Node& node) {
@@ -208,16 +217,29 @@ std::int64_t decode_int64(const YAML::Node& node, const Context& ctx, std::int64
 double decode_double(const YAML::Node& node, const Context& ctx) {
   require(node.IsScalar(), ctx, node, "a number");
   const std::string& text = node.Scalar();
-  if (text == ".inf" || text == "+.inf" || text == ".Inf") return HUGE_VAL;
-  if (text == "-.inf" || text == "-.Inf") return -HUGE_VAL;
-  if (text == ".nan" || text == ".NaN") return std::nan("");
+  // No config number means anything when infinite or NaN: a NaN weight would train on NaN losses.
+  static const char* yaml_non_finite[] = {".inf", "+.inf", "-.inf", ".Inf", "+.Inf", "-.Inf",
+                                          ".INF", "+.INF", "-.INF", ".nan", ".NaN",  ".NAN"};
+  for (const char* spelling : yaml_non_finite)
+    if (text == spelling)
+      fail("{}: {} must be a finite number, got {}", location(ctx.file, node), key_name(ctx.path),
+           describe(node));
   const char* begin = text.data() + (!text.empty() && text[0] == '+');
   double value = 0;
   auto [end, error] = std::from_chars(begin, text.data() + text.size(), value);
   if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
     type_error(ctx, node, "a number");
   }
+  if (!std::isfinite(value))  // from_chars reads "inf", "infinity" and "nan" too, and overflows to inf
+    fail("{}: {} must be a finite number, got {}", location(ctx.file, node), key_name(ctx.path),
+         describe(node));
   return value;
+}
+
+void check_range(double value, const Context& ctx, const YAML::Node& node) {
+  if (!ctx.range->contains(value))
+    fail("{}: {} must be {}, got {}", location(ctx.file, node), key_name(ctx.path), ctx.range->describe(),
+         describe(node));
 }
 
 std::string decode_string(const YAML::Node& node, const Context& ctx) {

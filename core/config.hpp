@@ -8,11 +8,17 @@
 //     template <class V> void visit(V& v) { v("lr", lr); v("schedule", schedule, {"cosine", "linear"}); }
 //   };
 //
+// A numeric field may state its allowed values beside it, checked whenever it is read (YAML, `--set`,
+// sweep values), with the file, line, key, value and rule in the message:
+//     v("lr", lr, Range::positive());  v("warmup_ratio", warmup_ratio, Range::closed(0, 1));
+// Every double must be finite (.nan and .inf are refused), ranged or not.
+//
 // Field types: bool, integers, double, std::string (optionally restricted to a list of choices),
-// std::vector<T>, std::map<std::string, T>, std::optional<T> (YAML null = unset), YAML::Node (kept as
-// is) and nested structs with `visit`. A struct may also define `void validate() const` that throws
-// grm::Error; it runs after the struct is read and its message is prefixed with the file and line.
-// Keys missing from the YAML keep their defaults; unknown keys are errors.
+// std::vector<T> (where T is std::string, a single string is a list of one), std::map<std::string, T>,
+// std::optional<T> (YAML null = unset), YAML::Node (kept as is) and nested structs with `visit`. A struct may
+// also define `void validate() const` that throws grm::Error; it runs after the struct is read and its
+// message is prefixed with the file and line. Keys missing from the YAML keep their defaults; unknown keys
+// are errors.
 //
 // An old spelling stays an error that names its replacement: beside the fields,
 //     v.renamed("lr_schedule", "optim.schedule");        // a key that moved (the new one from this struct)
@@ -40,6 +46,20 @@ namespace grm {
 
 using Choices = std::vector<std::string>;
 
+// The allowed values of a numeric config field: an interval, each end open or closed.
+struct Range {
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false;
+  static Range positive() { return {0, std::numeric_limits<double>::infinity(), true, false}; }
+  static Range at_least(double lo) { return {lo, std::numeric_limits<double>::infinity(), false, false}; }
+  static Range closed(double lo, double hi) { return {lo, hi, false, false}; }      // [lo, hi]
+  static Range half_open(double lo, double hi) { return {lo, hi, false, true}; }    // [lo, hi)
+  static Range open_closed(double lo, double hi) { return {lo, hi, true, false}; }  // (lo, hi]
+  bool contains(double x) const { return (lo_open ? x > lo : x >= lo) && (hi_open ? x < hi : x <= hi); }
+  std::string describe() const;  // "> 0", ">= 1", "in [0, 1)"
+};
+
 // Loads a YAML file; a missing file or a syntax error throws grm::Error naming the file (and line).
 YAML::Node load_yaml_file(const std::string& path);
 // Parses YAML text; `source` names it in syntax errors.
@@ -64,6 +84,7 @@ struct Context {
   std::string file;                  // file name (or "--set ...") for messages
   std::string path;                  // dotted key of the value being read, "" at the root
   const Choices* choices = nullptr;  // allowed values of the string leaf being read
+  const Range* range = nullptr;      // allowed values of the numeric leaf being read
 };
 
 std::string location(const std::string& file, const YAML::Node& node);
@@ -74,6 +95,7 @@ std::int64_t decode_int64(const YAML::Node& node, const Context& ctx, std::int64
 double decode_double(const YAML::Node& node, const Context& ctx);
 std::string decode_string(const YAML::Node& node, const Context& ctx);
 std::string encode_double(double value);
+void check_range(double value, const Context& ctx, const YAML::Node& node);
 void require(bool ok, const Context& ctx, const YAML::Node& node, const char* expected);
 [[noreturn]] void unknown_key(const Context& ctx, const YAML::Node& key_node, const std::string& key,
                               const std::vector<std::string>& known);
@@ -120,17 +142,24 @@ class Reader {
   Reader(const YAML::Node& node, const Context& ctx) : node_(node), ctx_(ctx) {}
   template <class T>
   void operator()(const char* name, T& field, const Choices& choices = {}) {
-    known_.emplace_back(name);
-    if (!node_.IsMap()) return;
-    YAML::Node value = node_[name];
-    if (!value.IsDefined()) return;
-    Context child{ctx_.file, join_key(ctx_.path, name), choices.empty() ? nullptr : &choices};
-    decode(value, field, child);
+    read(name, field, choices.empty() ? nullptr : &choices, nullptr);
+  }
+  template <class T>
+  void operator()(const char* name, T& field, const Range& range) {
+    read(name, field, nullptr, &range);
   }
   void renamed(const char*, const char*) {}  // RenameCheck has looked for old spellings already
   void check_unknown_keys() const;
 
  private:
+  template <class T>
+  void read(const char* name, T& field, const Choices* choices, const Range* range) {
+    known_.emplace_back(name);
+    if (!node_.IsMap()) return;
+    YAML::Node value = node_[name];
+    if (!value.IsDefined()) return;
+    decode(value, field, Context{ctx_.file, join_key(ctx_.path, name), choices, range});
+  }
   const YAML::Node& node_;
   const Context& ctx_;
   std::vector<std::string> known_;
@@ -147,6 +176,8 @@ class RenameCheck {
   RenameCheck(const std::string& key, bool last, const YAML::Node& value, const Context& ctx);
   template <class T>
   void operator()(const char*, T&, const Choices& = {}) {}
+  template <class T>
+  void operator()(const char*, T&, const Range&) {}
   void renamed(const std::string& old_spelling, const std::string& new_spelling) const;
 
  private:
@@ -186,8 +217,10 @@ void decode(const YAML::Node& node, T& out, const Context& ctx) {
     constexpr std::int64_t max = wider_than_int64 ? std::numeric_limits<std::int64_t>::max()
                                                   : std::int64_t(std::numeric_limits<T>::max());
     out = static_cast<T>(decode_int64(node, ctx, std::int64_t(std::numeric_limits<T>::min()), max));
+    if (ctx.range) check_range(double(out), ctx, node);
   } else if constexpr (std::is_floating_point_v<T>) {
     out = static_cast<T>(decode_double(node, ctx));
+    if (ctx.range) check_range(double(out), ctx, node);
   } else if constexpr (std::is_same_v<T, std::string>) {
     out = decode_string(node, ctx);
   } else if constexpr (std::is_same_v<T, YAML::Node>) {
@@ -203,11 +236,19 @@ void decode(const YAML::Node& node, T& out, const Context& ctx) {
       out = std::move(value);
     }
   } else if constexpr (is_vector<T>::value) {
+    // A single string where a list of strings is expected is a list of one: `--map group_fields=scenario`.
+    if constexpr (std::is_same_v<typename T::value_type, std::string>) {
+      if (node.IsScalar()) {
+        out = {decode_string(node, ctx)};
+        return;
+      }
+    }
     require(node.IsSequence(), ctx, node, "a list");
     T values;
     for (std::size_t i = 0; i < node.size(); ++i) {
       typename T::value_type value{};
-      decode(node[i], value, Context{ctx.file, ctx.path + "[" + std::to_string(i) + "]", ctx.choices});
+      decode(node[i], value,
+             Context{ctx.file, ctx.path + "[" + std::to_string(i) + "]", ctx.choices, ctx.range});
       values.push_back(std::move(value));
     }
     out = std::move(values);
@@ -217,7 +258,7 @@ void decode(const YAML::Node& node, T& out, const Context& ctx) {
     for (const auto& item : node) {
       std::string key = item.first.Scalar();
       typename T::mapped_type value{};
-      decode(item.second, value, Context{ctx.file, join_key(ctx.path, key), ctx.choices});
+      decode(item.second, value, Context{ctx.file, join_key(ctx.path, key), ctx.choices, ctx.range});
       values[key] = std::move(value);
     }
     out = std::move(values);
@@ -235,6 +276,10 @@ class Writer {
  public:
   template <class T>
   void operator()(const char* name, const T& field, const Choices& = {}) {
+    node_[name] = encode(field);
+  }
+  template <class T>
+  void operator()(const char* name, const T& field, const Range&) {
     node_[name] = encode(field);
   }
   void renamed(const char*, const char*) {}
@@ -285,17 +330,25 @@ class PathVisitor {
       : segments_(segments), index_(index), value_(value), ctx_(ctx) {}
   template <class T>
   void operator()(const char* name, T& field, const Choices& choices = {}) {
-    known_.emplace_back(name);
-    if (found_ || segments_[index_] != name) return;
-    found_ = true;
-    Context child{ctx_.file, join_key(ctx_.path, name), choices.empty() ? nullptr : &choices};
-    resolve(field, segments_, index_ + 1, value_, child);
+    visit_field(name, field, choices.empty() ? nullptr : &choices, nullptr);
+  }
+  template <class T>
+  void operator()(const char* name, T& field, const Range& range) {
+    visit_field(name, field, nullptr, &range);
   }
   void renamed(const char*, const char*) {}  // RenameCheck has looked for old spellings already
   bool found_ = false;
   std::vector<std::string> known_;
 
  private:
+  template <class T>
+  void visit_field(const char* name, T& field, const Choices* choices, const Range* range) {
+    known_.emplace_back(name);
+    if (found_ || segments_[index_] != name) return;
+    found_ = true;
+    resolve(field, segments_, index_ + 1, value_,
+            Context{ctx_.file, join_key(ctx_.path, name), choices, range});
+  }
   const std::vector<std::string>& segments_;
   std::size_t index_;
   const YAML::Node& value_;
@@ -320,7 +373,7 @@ void resolve(T& field, const std::vector<std::string>& segments, std::size_t ind
   } else if constexpr (is_string_map<T>::value) {
     auto& item = field[segments[index]];
     resolve(item, segments, index + 1, value,
-            Context{ctx.file, join_key(ctx.path, segments[index]), ctx.choices});
+            Context{ctx.file, join_key(ctx.path, segments[index]), ctx.choices, ctx.range});
   } else if constexpr (is_optional<T>::value) {
     if (!field) field.emplace();
     resolve(*field, segments, index, value, ctx);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/atomic_file.hpp"
 #include "core/error.hpp"
 
 namespace grm {
@@ -74,6 +75,23 @@ std::optional<nlohmann::json> read_json_file_if_exists(const std::string& file) 
 double number_or_nan(const nlohmann::json& object, const char* key) {
   auto it = object.find(key);
   return it != object.end() && it->is_number() ? it->get<double>() : std::nan("");
+}
+
+void keep_jsonl_records(const std::string& path, const std::function<bool(const nlohmann::json&)>& keep) {
+  if (!std::filesystem::exists(path)) return;
+  std::string kept;
+  for (const auto& line : read_lines(path)) {
+    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (!record.is_discarded() && record.is_object() && keep(record)) kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
+void keep_jsonl_before_step(const std::string& path, int64_t first_dropped) {
+  keep_jsonl_records(path, [first_dropped](const nlohmann::json& record) {
+    auto step = record.find("step");
+    return step != record.end() && step->is_number_integer() && step->get<int64_t>() < first_dropped;
+  });
 }
 
 }  // namespace grm

@@ -27,8 +27,8 @@ struct LauncherConfig {
   template <class V>
   void visit(V& v) {
     v("kind", kind, Choices{"local", "mpirun", "srun"});
-    v("np", np);
-    v("max_cores", max_cores);
+    v("np", np, Range::at_least(1));
+    v("max_cores", max_cores, Range::at_least(0));
     v("args", args);
   }
 };
@@ -47,7 +47,7 @@ struct GoldSection {
     v("serve", serve);
     v("rm", rm);
     v("optim", optim);
-    v("max_length", max_length);
+    v("max_length", max_length, Range::at_least(2));
   }
 };
 
@@ -57,7 +57,7 @@ struct DataSection {
   template <class V>
   void visit(V& v) {
     v("size", size);
-    v("label_noise", label_noise);
+    v("label_noise", label_noise, Range::closed(0, 1));
   }
 };
 
@@ -127,7 +127,7 @@ struct Experiment {
     v("data", data);
     v("rm", rm);
     v("train", train);
-    v("max_length", max_length);
+    v("max_length", max_length, Range::at_least(2));
     v("bon", bon);
     v("ppo", ppo);
     v("sweep", sweep);

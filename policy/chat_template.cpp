@@ -101,6 +101,29 @@ std::string chat_template_source(const std::filesystem::path& dir, const nlohman
 
 }  // namespace
 
+ModelChatTemplate read_model_chat_template(const std::string& model_dir) {
+  std::filesystem::path dir = model_dir;
+  auto config = read_json_file_if_exists((dir / "tokenizer_config.json").string());
+  ModelChatTemplate out;
+  out.source = chat_template_source(dir, config ? &*config : nullptr);
+  bool in_config = config && config->is_object() && config->contains("chat_template");
+  out.name = (dir / (in_config                                              ? "tokenizer_config.json"
+                     : std::filesystem::exists(dir / "chat_template.jinja") ? "chat_template.jinja"
+                                                                            : "chat_template.json"))
+                 .string();
+  auto token = [&](const char* key) -> std::string {
+    if (!config || !config->is_object() || !config->contains(key)) return "";
+    const auto& value = (*config)[key];
+    if (value.is_string()) return value.get<std::string>();
+    if (value.is_object() && value.contains("content") && value["content"].is_string())
+      return value["content"].get<std::string>();
+    return "";
+  };
+  out.bos_token = token("bos_token");
+  out.eos_token = token("eos_token");
+  return out;
+}
+
 ChatTemplate chat_template_from_name(std::string_view name) {
   for (const auto& [known, value] : kTemplates)
     if (known == name) return value;

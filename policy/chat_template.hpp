@@ -41,6 +41,16 @@ std::string_view chat_template_name(ChatTemplate chat_template);
 // the markers it writes, else from tokenizer_class (Qwen2 -> chatml, Gemma -> gemma), else plain.
 ChatTemplate infer_chat_template(const std::string& model_dir);
 
+// A model directory's own Jinja chat template and the special tokens it refers to, as transformers loads
+// them: chat_template of tokenizer_config.json (a string, or the "default" of a list of {name, template}),
+// else chat_template.jinja or chat_template.json; bos_token / eos_token from tokenizer_config.json (a
+// string or an {"content": ...} object). `source` is empty when the model has no template.
+struct ModelChatTemplate {
+  std::string source, name;  // name: "<dir>/tokenizer_config.json" or the file it came from, for errors
+  std::string bos_token, eos_token;
+};
+ModelChatTemplate read_model_chat_template(const std::string& model_dir);
+
 // add_generation_prompt: end with the assistant's header, ready for the model to write the response.
 // Throws grm::Error for a role other than system, user or assistant.
 FormattedChat format_chat(ChatTemplate chat_template, const std::vector<ChatMessage>& messages,

@@ -99,6 +99,7 @@ Generation generate(CausalLM& model, const std::vector<std::vector<int64_t>>& pr
   bool single_thread = device.is_cpu() && model->config().n_embd < 512;
   if (single_thread) torch::set_num_threads(1);
   Generation out;
+  out.threads = torch::get_num_threads();
   for (size_t begin = 0; begin < prompts.size(); begin += size_t(options.batch_size)) {
     size_t end = std::min(prompts.size(), begin + size_t(options.batch_size));
     generate_batch(model, prompts, begin, end, options, generator, out);

@@ -33,6 +33,7 @@ struct Generation {
   std::vector<std::vector<int64_t>> tokens;  // per row: new tokens, EOS included when one was drawn
   std::vector<bool> stopped_at_eos;
   int64_t generated_tokens = 0;  // total tokens decoded over all rows (throughput accounting)
+  int threads = 0;               // LibTorch threads decoding ran on (small models run on one)
 };
 
 // A generated row without its stop token, for decoding to response text (some tokenizers, TinyStories'

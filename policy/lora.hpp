@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/config.hpp"  // Range
+
 namespace grm {
 
 struct LoraConfig {
@@ -16,9 +18,9 @@ struct LoraConfig {
   std::vector<std::string> targets = {"q", "k", "v", "o"};  // of q k v o gate up down
   template <class V>
   void visit(V& v) {
-    v("rank", rank);
-    v("alpha", alpha);
-    v("dropout", dropout);
+    v("rank", rank, Range::at_least(1));
+    v("alpha", alpha, Range::positive());
+    v("dropout", dropout, Range::half_open(0, 1));
     v("targets", targets);
   }
 };

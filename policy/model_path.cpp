@@ -5,6 +5,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/atomic_file.hpp"
 #include "core/error.hpp"
 
 namespace grm {
@@ -44,7 +45,7 @@ void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir
   for (const char* file : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                            "special_tokens_map.json", "generation_config.json", "vocab.json", "merges.txt"}) {
     auto from = fs::path(from_dir) / file;
-    if (fs::exists(from)) fs::copy_file(from, fs::path(to_dir) / file, fs::copy_options::overwrite_existing);
+    if (fs::exists(from)) copy_file_atomic(from.string(), (fs::path(to_dir) / file).string());
   }
 }
 

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -67,6 +69,17 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     mapping_ = nullptr;
     fail("{}: cannot memory-map ({})", path, std::strerror(errno));
   }
+  try {
+    parse_header();
+  } catch (...) {
+    ::munmap(mapping_, file_size_);  // the destructor does not run for a constructor that throws
+    mapping_ = nullptr;
+    throw;
+  }
+}
+
+void SafetensorsFile::parse_header() {
+  const std::string& path = path_;
   const auto* bytes = static_cast<const unsigned char*>(mapping_);
   uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | bytes[i];
@@ -100,12 +113,14 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       if (offsets.size() != 2) fail("{}: tensor '{}': data_offsets must hold two numbers", path, name);
       entry.begin = offsets[0];
       entry.end = offsets[1];
-      int64_t numel = 1;
+      // Checked arithmetic: a hostile shape like [2^40, 2^40] must not wrap to a small byte count.
+      uint64_t expected = c10::elementSize(entry.dtype);
       for (int64_t d : entry.shape) {
         if (d < 0) fail("{}: tensor '{}' has a negative dimension", path, name);
-        numel *= d;
+        if (__builtin_mul_overflow(expected, uint64_t(d), &expected) || expected > uint64_t(INT64_MAX))
+          fail("{}: tensor '{}' has shape {} whose size overflows 64 bits", path, name,
+               info.at("shape").dump());
       }
-      size_t expected = static_cast<size_t>(numel) * c10::elementSize(entry.dtype);
       if (entry.end < entry.begin || entry.end - entry.begin != expected)
         fail("{}: tensor '{}' spans {} bytes but its shape and dtype need {}", path, name,
              entry.end - entry.begin, expected);
@@ -117,6 +132,18 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       fail("{}: tensor '{}' has a malformed header entry ({})", path, name, e.what());
     }
   }
+  // Tensors may not share bytes: overlapping data would alias two parameters.
+  std::vector<std::pair<const std::string*, const Entry*>> by_offset;
+  for (const auto& [name, entry] : entries_) by_offset.emplace_back(&name, &entry);
+  std::sort(by_offset.begin(), by_offset.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.second->begin, a.second->end) < std::tie(b.second->begin, b.second->end);
+  });
+  for (size_t i = 1; i < by_offset.size(); ++i)
+    if (by_offset[i].second->begin < by_offset[i - 1].second->end &&
+        by_offset[i].second->end > by_offset[i].second->begin)
+      fail("{}: tensors '{}' (bytes {}-{}) and '{}' (bytes {}-{}) overlap", path, *by_offset[i - 1].first,
+           by_offset[i - 1].second->begin, by_offset[i - 1].second->end, *by_offset[i].first,
+           by_offset[i].second->begin, by_offset[i].second->end);
 }
 
 SafetensorsFile::~SafetensorsFile() {

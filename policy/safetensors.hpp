@@ -31,6 +31,7 @@ class SafetensorsFile {
   torch::Tensor get(const std::string& name) const;
 
  private:
+  void parse_header();  // fills entries_ and metadata_ from the mapped file; throws grm::Error
   struct Entry {
     torch::ScalarType dtype;
     std::vector<int64_t> shape;

@@ -113,21 +113,6 @@ std::vector<Prompt> load_prompts(const std::string& file, const std::vector<std:
   return prompts;
 }
 
-// Drops the records of a JSONL file whose "step" is keep_before or later (and torn lines), so that a
-// resumed run does not repeat what the killed one wrote after its last checkpoint.
-void truncate_jsonl(const std::string& path, int64_t keep_before) {
-  if (!fs::exists(path)) return;
-  std::string kept;
-  for (const auto& line : read_lines(path)) {
-    json record = json::parse(line, nullptr, false);
-    if (record.is_discarded() || !record.contains("step") || !record["step"].is_number() ||
-        record["step"].get<int64_t>() >= keep_before)
-      continue;
-    kept += line + "\n";
-  }
-  write_file_atomic(path, kept);
-}
-
 torch::Tensor as_tensor(const std::vector<double>& values, const torch::Device& device) {
   return torch::tensor(values, torch::kFloat64).to(torch::kFloat32).to(device);
 }
@@ -191,8 +176,8 @@ class PpoTrainer {
     auto curve_path = (fs::path(out_dir) / "ppo_curve.jsonl").string();
     int64_t step = resume(checkpoint_dir);
     if (comm_.is_root()) {
-      truncate_jsonl(metrics_path, step + 1);
-      truncate_jsonl(curve_path, step);  // the evaluation at `step` itself is made again below
+      keep_jsonl_before_step(metrics_path, step + 1);
+      keep_jsonl_before_step(curve_path, step);  // the evaluation at `step` itself is made again below
     }
     comm_.barrier();
     if (step > 0)
@@ -585,7 +570,7 @@ PpoResult train_ppo(const PpoConfig& config, const std::string& out_dir, const s
   config.validate();
   auto& comm = Comm::world();
   int64_t threads = config.threads > 0 ? config.threads : default_thread_count(comm.size());
-  torch::set_num_threads(int(threads));
+  set_compute_threads(int(threads));
   std::string policy_dir = resolve_model_path(config.policy, config_dir);
   auto tokenizer = load_tokenizer(policy_dir);
   auto train =

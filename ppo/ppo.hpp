@@ -51,10 +51,10 @@ struct KlConfig {
   double horizon = 10000;        // the controller's horizon in samples (Ziegler et al., 2019)
   template <class V>
   void visit(V& v) {
-    v("coef", coef);
+    v("coef", coef, Range::at_least(0));
     v("estimator", estimator, Choices{"k1", "k3"});
-    v("target", target);
-    v("horizon", horizon);
+    v("target", target, Range::at_least(0));
+    v("horizon", horizon, Range::positive());
   }
 };
 
@@ -68,10 +68,10 @@ struct CriticConfig {
   void visit(V& v) {
     v("init", init, Choices{"policy", "rm"});
     v("head", head, Choices{"linear", "mlp", "mlp2"});
-    v("head_hidden", head_hidden);
+    v("head_hidden", head_hidden, Range::at_least(1));
     v("finetune", finetune, Choices{"full", "lora", "frozen"});
     v.renamed("finetune: head", "finetune: frozen");
-    v("lr", lr);
+    v("lr", lr, Range::at_least(0));
   }
 };
 
@@ -130,7 +130,7 @@ struct PpoConfig {
     v.renamed("prompts", "prompt_list");
     v.renamed("prompts_eval", "eval_prompt_file");
     v.renamed("eval_prompts", "eval_prompt_list");
-    v("max_prompt_tokens", max_prompt_tokens);
+    v("max_prompt_tokens", max_prompt_tokens, Range::at_least(1));
     v("proxy", proxy);
     v("gold", gold);
     v("finetune", finetune, Choices{"full", "lora"});
@@ -139,31 +139,31 @@ struct PpoConfig {
     v("kl", kl);
     v("reward_norm", reward_norm);
     v("whiten_advantages", whiten_advantages);
-    v("gamma", gamma);
-    v("lambda", lambda);
-    v("clip", clip);
-    v("value_clip", value_clip);
-    v("vf_coef", vf_coef);
-    v("entropy_coef", entropy_coef);
-    v("rollout_batch", rollout_batch);
-    v("samples_per_prompt", samples_per_prompt);
-    v("minibatch_size", minibatch_size);
-    v("ppo_epochs", ppo_epochs);
+    v("gamma", gamma, Range::closed(0, 1));
+    v("lambda", lambda, Range::closed(0, 1));
+    v("clip", clip, Range::positive());
+    v("value_clip", value_clip, Range::positive());
+    v("vf_coef", vf_coef, Range::at_least(0));
+    v("entropy_coef", entropy_coef, Range::at_least(0));
+    v("rollout_batch", rollout_batch, Range::at_least(1));
+    v("samples_per_prompt", samples_per_prompt, Range::at_least(1));
+    v("minibatch_size", minibatch_size, Range::at_least(1));
+    v("ppo_epochs", ppo_epochs, Range::at_least(1));
     v("optim", optim);
     v.renamed("lr", "optim.lr");
     v.renamed("weight_decay", "optim.weight_decay");
     v.renamed("warmup_ratio", "optim.warmup_ratio");
     v.renamed("lr_schedule", "optim.schedule");
     v.renamed("max_grad_norm", "optim.max_grad_norm");
-    v("max_new_tokens", max_new_tokens);
+    v("max_new_tokens", max_new_tokens, Range::at_least(1));
     sampling.visit_keys(v);
-    v("steps", steps);
-    v("eval_every", eval_every);
-    v("n_eval_prompts", n_eval_prompts);
-    v("eval_samples_per_prompt", eval_samples_per_prompt);
+    v("steps", steps, Range::at_least(1));
+    v("eval_every", eval_every, Range::at_least(0));  // 0: off
+    v("n_eval_prompts", n_eval_prompts, Range::at_least(0));
+    v("eval_samples_per_prompt", eval_samples_per_prompt, Range::at_least(1));
     v("seed", seed);
-    v("checkpoint_every", checkpoint_every);
-    v("threads", threads);
+    v("checkpoint_every", checkpoint_every, Range::at_least(0));  // 0: off
+    v("threads", threads, Range::at_least(0));
     v("device", device, Choices{"auto", "cpu", "cuda"});
   }
   // Checks what can be checked without files: exactly one source per prompt set, positive sizes.

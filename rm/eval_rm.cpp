@@ -44,15 +44,20 @@ EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& 
   if (!set.sections.empty()) {
     double sum = 0;
     for (const auto& [section, subsets] : set.sections) {
-      Count c;
+      Count pooled;
+      double weighted = 0, weights = 0;
       for (const auto& subset : subsets) {
         auto field = groups.find(set.section_field);
         if (field == groups.end() || !field->second.count(subset))
           fail("section '{}' names subset '{}', which the data does not have in field '{}'", section, subset,
                set.section_field);
-        c.right += field->second.at(subset).right, c.n += field->second.at(subset).n;
+        const Count& c = field->second.at(subset);
+        pooled.right += c.right, pooled.n += c.n;
+        auto weight = set.subset_weights.find(subset);
+        double w = weight != set.subset_weights.end() ? weight->second : double(c.n);
+        if (c.n > 0) weighted += w * accuracy(c).accuracy, weights += w;
       }
-      out.sections[section] = accuracy(c);
+      out.sections[section] = {weights > 0 ? weighted / weights : 0.0, pooled.n};
       sum += out.sections[section].accuracy;
     }
     out.section_score = sum / double(set.sections.size());
@@ -60,12 +65,29 @@ EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& 
   return out;
 }
 
+EvalSetConfig with_benchmark_defaults(EvalSetConfig set) {
+  if (set.benchmark != "rewardbench") return set;
+  const std::map<std::string, std::vector<std::string>> sections = {
+      {"Chat", {"alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"}},
+      {"Chat Hard",
+       {"mt-bench-hard", "llmbar-natural", "llmbar-adver-neighbor", "llmbar-adver-GPTInst",
+        "llmbar-adver-GPTOut", "llmbar-adver-manual"}},
+      {"Safety",
+       {"refusals-dangerous", "refusals-offensive", "xstest-should-refuse", "xstest-should-respond",
+        "donotanswer"}},
+      {"Reasoning", {"math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"}}};
+  if (set.sections.empty()) set.sections = sections;
+  set.subset_weights.emplace("math-prm", 984.0);  // the official scorer's count: math weighs as all code
+  return set;
+}
+
 EvalRmResult evaluate_reward_model(const EvalRmConfig& config, const std::string& config_dir) {
   if (config.sets.empty())
     fail("eval-rm: no evaluation sets given (sets: {{name: {{data: {{path: ...}}}}}})");
   auto scorer = make_scorer(config.scorer, config_dir);
   EvalRmResult result;
-  for (const auto& [name, set] : config.sets) {
+  for (const auto& [name, given] : config.sets) {
+    EvalSetConfig set = with_benchmark_defaults(given);
     auto pairs = read_preferences(set.data);
     const EvalSetResult& scored = result.sets[name] = evaluate_pairs(*scorer, pairs, set);
     log::info("{}: accuracy {:.4f} on {} pairs ({} ties)", name, scored.accuracy, scored.n, scored.ties);

@@ -1,7 +1,10 @@
 // Reward-model evaluation: accuracy on preference pairs (a pair is right when r_chosen > r_rejected;
 // equal rewards count as wrong and are reported as ties), overall and per group value of each group
-// field (subset, source, ...), and RewardBench-style sections: a section's accuracy pools the pairs of
-// its subsets, and the sections' score is the plain mean over sections.
+// field (subset, source, ...), and RewardBench-style sections: a section's accuracy is the mean of its
+// subsets' accuracies weighted by their pair counts (so, pooled pairs), a count in subset_weights taking
+// the place of a subset's own, and the sections' score is the plain mean over sections. RewardBench v1's
+// official scorer counts math-prm (447 pairs) as 984, so that math weighs as much as the six hep-* code
+// subsets together: `benchmark: rewardbench` gives its four sections and that weight.
 #pragma once
 
 #include <map>
@@ -18,15 +21,22 @@ namespace grm {
 
 struct EvalSetConfig {
   DataConfig data;
+  std::string benchmark = "none";  // rewardbench: RewardBench v1's sections and weights (given ones win)
   std::map<std::string, std::vector<std::string>> sections;  // section -> subset values
   std::string section_field = "subset";
+  std::map<std::string, double> subset_weights;  // subset -> the count it weighs in its section
   template <class V>
   void visit(V& v) {
     v("data", data);
+    v("benchmark", benchmark, Choices{"none", "rewardbench"});
     v("sections", sections);
     v("section_field", section_field);
+    v("subset_weights", subset_weights, Range::positive());
   }
 };
+
+// RewardBench v1's sections (Chat, Chat Hard, Safety, Reasoning) and its scorer's weight for math-prm.
+EvalSetConfig with_benchmark_defaults(EvalSetConfig set);
 
 struct EvalRmConfig {
   ScorerConfig scorer;

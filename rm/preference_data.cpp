@@ -140,7 +140,14 @@ bool parse_record(const json& record, const DataConfig& c, const std::string& fo
   } else {  // winner
     pair.prompt = record.contains(c.prompt_field) ? string_field(record, c.prompt_field) : "";
     std::string a = string_field(record, c.response_a_field), b = string_field(record, c.response_b_field);
-    std::string winner = string_field(record, c.winner_field);
+    // A number or a string; numbers are matched by their JSON text ("0", "1.5").
+    const json& label = field(record, c.winner_field);
+    if (!label.is_string() && !label.is_number())
+      throw BadRecord(
+          fmt::format("field '{}' must be a string or a number, got {}", c.winner_field, label.type_name()));
+    std::string given = label.is_string() ? label.get<std::string>() : label.dump();
+    auto mapped = c.winner_values.find(given);
+    std::string winner = mapped != c.winner_values.end() ? mapped->second : given;
     for (auto& ch : winner) ch = char(std::tolower(ch));
     if (winner == "a" || winner == "model_a") {
       pair.chosen = a, pair.rejected = b;
@@ -149,8 +156,10 @@ bool parse_record(const json& record, const DataConfig& c, const std::string& fo
     } else if (winner == "tie" || winner == "tie (bothbad)" || winner == "draw") {
       pair.tie = true, pair.chosen = a, pair.rejected = b;
     } else {
-      throw BadRecord(
-          fmt::format("field '{}' must be a, b, model_a, model_b or tie, got '{}'", c.winner_field, winner));
+      throw BadRecord(fmt::format(
+          "field '{}' must be a, b, model_a, model_b or tie, got {}; map the data's own values with "
+          "winner_values, e.g. {{0: a, 1: b, 2: tie}}",
+          c.winner_field, label.dump()));
     }
   }
   if (pair.tie) {

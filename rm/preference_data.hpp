@@ -7,7 +7,8 @@
 //               Assistant turn (HH-RLHF)
 //   rated       conv_A / conv_B (message lists or strings) with conv_A_rating / conv_B_rating: the higher
 //               rating wins, equal ratings are ties, margin = rating gap (Unified-Feedback)
-//   winner      prompt, response_a, response_b and a winner label (a / b / model_a / model_b / tie)
+//   winner      prompt, response_a, response_b and a winner label (a / b / model_a / model_b / tie, or
+//               numbers and words of the data's own through winner_values)
 // Bad records are errors naming file:line and field, or with on_bad_record: skip, counted and reported.
 #pragma once
 
@@ -31,6 +32,9 @@ struct DataConfig {
   std::string a_field = "conv_A", b_field = "conv_B";
   std::string a_rating_field = "conv_A_rating", b_rating_field = "conv_B_rating";
   std::string response_a_field = "response_a", response_b_field = "response_b", winner_field = "winner";
+  // winner: what the winner field's values mean (a, b or tie), for data that labels with numbers or words
+  // of its own, e.g. {0: a, 1: b, 2: tie}; consulted before the built-in a / b / model_a / model_b / tie.
+  std::map<std::string, std::string> winner_values;
   std::string ties = "drop";            // drop | keep (kept ties train towards equal rewards)
   std::string on_bad_record = "error";  // error | skip
   int64_t limit = 0;                    // read at most this many pairs; 0 = all
@@ -51,9 +55,10 @@ struct DataConfig {
     v("response_a_field", response_a_field);
     v("response_b_field", response_b_field);
     v("winner_field", winner_field);
+    v("winner_values", winner_values, Choices{"a", "b", "tie"});
     v("ties", ties, Choices{"drop", "keep"});
     v("on_bad_record", on_bad_record, Choices{"error", "skip"});
-    v("limit", limit);
+    v("limit", limit, Range::at_least(0));
   }
 };
 

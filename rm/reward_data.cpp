@@ -1,6 +1,7 @@
 #include "rm/reward_data.hpp"
 
 #include <algorithm>
+#include <string_view>
 
 #include "policy/chat_template.hpp"
 
@@ -20,6 +21,37 @@ EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::st
     out.response_start = std::max<int64_t>(keep_bos ? 1 : 0, out.response_start - drop);
   }
   return out;
+}
+
+namespace {
+
+// `text` without its first `drop` bytes, moved forward to the start of a UTF-8 character.
+std::string_view drop_front(std::string_view text, size_t drop) {
+  drop = std::min(drop, text.size());
+  while (drop < text.size() && (static_cast<unsigned char>(text[drop]) & 0xC0) == 0x80) ++drop;
+  return text.substr(drop);
+}
+
+}  // namespace
+
+EncodedSequence encode_prompt_response_bounded(const Tokenizer& tokenizer, const std::string& prompt,
+                                               const std::string& response, int64_t max_length,
+                                               size_t max_piece_bytes) {
+  size_t budget = 2 * size_t(std::max<int64_t>(1, max_length)) * std::max<size_t>(1, max_piece_bytes);
+  if (max_length <= 0 || prompt.size() + response.size() <= budget)
+    return encode_prompt_response(tokenizer, prompt, response, max_length);
+  std::string_view kept_response =
+      drop_front(response, response.size() > budget ? response.size() - budget : 0);
+  size_t prompt_budget = budget - std::min(budget, kept_response.size());
+  std::string_view kept_prompt = drop_front(prompt, prompt.size() - std::min(prompt.size(), prompt_budget));
+  return encode_prompt_response(tokenizer, std::string(kept_prompt), std::string(kept_response), max_length);
+}
+
+size_t longest_piece_bytes(const Tokenizer& tokenizer) {
+  size_t longest = 1;
+  for (int64_t id = 0; id < tokenizer.vocab_size(); ++id)
+    longest = std::max(longest, tokenizer.decode({id}, /*skip_special_tokens=*/false).size());
+  return longest;
 }
 
 Batch collate(const std::vector<const EncodedSequence*>& sequences, int64_t pad_id) {

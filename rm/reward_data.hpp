@@ -23,6 +23,17 @@ struct EncodedSequence {
 EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::string& prompt,
                                        const std::string& response, int64_t max_length);
 
+// The same, with the work bounded for texts of any size (scoring and serving): only the last
+// 2 * max_length * max_piece_bytes bytes of prompt + response are tokenized (from a UTF-8 character
+// start), which holds at least 2 * max_length tokens when no token is longer than max_piece_bytes, so the
+// last max_length of them are those of the whole text unless the cut disturbs tokens more than max_length
+// tokens away (no tokenizer's merges reach that far). max_piece_bytes: longest_piece_bytes(tokenizer).
+EncodedSequence encode_prompt_response_bounded(const Tokenizer& tokenizer, const std::string& prompt,
+                                               const std::string& response, int64_t max_length,
+                                               size_t max_piece_bytes);
+// The most bytes any single token decodes to (special tokens included).
+size_t longest_piece_bytes(const Tokenizer& tokenizer);
+
 struct Batch {
   torch::Tensor ids;              // (N, T) right-padded
   torch::Tensor mask;             // (N, T) 1 for real tokens

@@ -39,20 +39,24 @@ torch::Device scorer_device(const std::string& name) {
 
 class ModelScorer : public Scorer {
  public:
-  ModelScorer(const std::string& directory, int64_t batch_size, const std::string& device)
+  ModelScorer(const std::string& directory, int64_t batch_size, const std::string& device,
+              const std::string& tokenizer)
       : batch_size_(std::max<int64_t>(1, batch_size)), device_(scorer_device(device)) {
     model_ = load_reward_model(directory);
     model_->to(device_);
-    tokenizer_ = load_tokenizer(directory);
+    tokenizer_ = load_tokenizer(tokenizer.empty() ? directory : tokenizer);
     max_length_ = model_->metadata.value("max_length", int64_t(512));
     max_length_ = std::min<int64_t>(max_length_, model_->backbone()->config().n_positions);
+    max_piece_bytes_ = longest_piece_bytes(*tokenizer_);
   }
   std::vector<double> score(const std::vector<ScoreItem>& items) override {
     torch::NoGradGuard no_grad;
     std::vector<EncodedSequence> encoded;
     encoded.reserve(items.size());
     for (const auto& item : items)
-      encoded.push_back(encode_prompt_response(*tokenizer_, item.prompt, item.response, max_length_));
+      // Bounded: an 8 MB text costs what max_length tokens cost, not seconds of tokenizing.
+      encoded.push_back(encode_prompt_response_bounded(*tokenizer_, item.prompt, item.response, max_length_,
+                                                       max_piece_bytes_));
     // Batches of similar lengths waste little on padding; results go back in the callers' order.
     std::vector<size_t> order(items.size());
     std::iota(order.begin(), order.end(), size_t(0));
@@ -77,11 +81,13 @@ class ModelScorer : public Scorer {
   RewardModel model_{nullptr};
   std::unique_ptr<Tokenizer> tokenizer_;
   int64_t max_length_ = 512;
+  size_t max_piece_bytes_ = 1;
 };
 
 class EnsembleScorer : public Scorer {
  public:
-  EnsembleScorer(const std::string& directory, int64_t batch_size, const std::string& device) {
+  EnsembleScorer(const std::string& directory, int64_t batch_size, const std::string& device,
+                 const std::string& tokenizer) {
     auto info = nlohmann::json::parse(read_file((fs::path(directory) / "ensemble.json").string()));
     int64_t members = info.value("members", int64_t(0));
     combine_ = info.value("combine", std::string("mean"));
@@ -89,7 +95,7 @@ class EnsembleScorer : public Scorer {
     if (members < 1) fail("{}/ensemble.json: 'members' must be at least 1", directory);
     for (int64_t k = 0; k < members; ++k)
       members_.push_back(std::make_unique<ModelScorer>(
-          (fs::path(directory) / fmt::format("member_{}", k)).string(), batch_size, device));
+          (fs::path(directory) / fmt::format("member_{}", k)).string(), batch_size, device, tokenizer));
   }
   std::vector<double> score(const std::vector<ScoreItem>& items) override {
     std::vector<std::vector<double>> per_member;
@@ -249,10 +255,10 @@ void set_served_rm_command(ServedRmCommand command) {
 }
 
 std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size,
-                                          const std::string& device) {
+                                          const std::string& device, const std::string& tokenizer) {
   if (fs::exists(fs::path(directory) / "ensemble.json"))
-    return std::make_unique<EnsembleScorer>(directory, batch_size, device);
-  return std::make_unique<ModelScorer>(directory, batch_size, device);
+    return std::make_unique<EnsembleScorer>(directory, batch_size, device, tokenizer);
+  return std::make_unique<ModelScorer>(directory, batch_size, device, tokenizer);
 }
 
 std::unique_ptr<Scorer> make_scorer(const ScorerConfig& c, const std::string& config_dir) {
@@ -269,7 +275,8 @@ std::unique_ptr<Scorer> make_scorer(const ScorerConfig& c, const std::string& co
   }
   std::string dir = resolve_model_path(c.model, config_dir);
   if (c.serve) return std::make_unique<ServedModelScorer>(dir, c.batch_size);
-  return make_model_scorer(dir, c.batch_size, c.device);
+  return make_model_scorer(dir, c.batch_size, c.device,
+                           c.tokenizer.empty() ? "" : resolve_model_path(c.tokenizer, config_dir));
 }
 
 }  // namespace grm

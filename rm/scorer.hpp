@@ -14,8 +14,10 @@
 namespace grm {
 
 struct ScorerConfig {
-  std::string model;       // reward model directory
-  std::string url;         // http://host:port/get_reward of `grm serve`
+  std::string model;  // reward model directory
+  std::string
+      tokenizer;    // with model: a directory or tokenizer file, for model directories saved without one
+  std::string url;  // http://host:port/get_reward of `grm serve`
   std::string token_file;  // bearer token for url, read from this file
   std::string oracle;      // built-in programmatic scorer: "story", or "word:WORD[:MAX]" (count of a word)
   // With `model`: run it as a `grm serve` process on a free loopback port for this scorer's lifetime
@@ -26,11 +28,12 @@ struct ScorerConfig {
   template <class V>
   void visit(V& v) {
     v("model", model);
+    v("tokenizer", tokenizer);
     v("url", url);
     v("token_file", token_file);
     v("oracle", oracle);
     v("serve", serve);
-    v("batch_size", batch_size);
+    v("batch_size", batch_size, Range::at_least(1));
     v("device", device, Choices{"auto", "cpu", "cuda"});
   }
 };
@@ -52,8 +55,11 @@ class Scorer {
 // Exactly one of model / url / oracle must be set; config_dir resolves relative model names.
 std::unique_ptr<Scorer> make_scorer(const ScorerConfig& config, const std::string& config_dir = "");
 // A reward model (or ensemble) directory scored in-process.
+// `tokenizer`: a directory or tokenizer file to use instead of the model directory's own (transformers
+// saves *ForSequenceClassification checkpoints without one); empty: the model directory's.
 std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size = 32,
-                                          const std::string& device = "auto");
+                                          const std::string& device = "auto",
+                                          const std::string& tokenizer = "");
 
 // Ensemble combination of member rewards (K members) per item: mean, min, or mean - lambda * std.
 double combine_ensemble(const std::vector<double>& member_rewards, const std::string& combine, double lambda);

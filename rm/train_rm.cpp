@@ -95,10 +95,15 @@ class MemberTrainer {
     if (c_.optim.max_steps > 0) total_steps_ = std::min(total_steps_, c_.optim.max_steps);
   }
 
-  // Runs to the end (or stop_after steps); returns the final metrics.
-  TrainRmResult run(const std::string& out_model_dir, const std::string& checkpoint_dir,
-                    const std::string& metrics_path, int64_t stop_after) {
+  // Runs to the end (or stop_after steps); returns the final metrics. export_to then writes the model.
+  TrainRmResult run(const std::string& checkpoint_dir, const std::string& metrics_path, int64_t stop_after) {
     int64_t step = resume(checkpoint_dir);
+    // Rows this member logged after the checkpoint would be logged again: drop them (other members' stay).
+    if (comm_.is_root())
+      keep_jsonl_records(metrics_path, [&](const nlohmann::json& row) {
+        return row.value("member", std::string()) != member_ || row.value("step", int64_t(0)) <= step;
+      });
+    comm_.barrier();
     if (step > 0)
       log::info("{}resuming at step {} of {} from {}", tag(), step, total_steps_, checkpoint_dir);
     else
@@ -120,6 +125,8 @@ class MemberTrainer {
         (loss / double(c_.optim.grad_accum)).backward();
         stats.add(micro_stats);
       }
+      // Checked before the update, so a NaN never reaches the weights, the checkpoint or the export.
+      check_finite(stats, step + 1);
       reducer_->synchronize();
       if (c_.optim.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(trainable_, c_.optim.max_grad_norm);
       optimizer_->step();
@@ -141,19 +148,30 @@ class MemberTrainer {
     }
     TrainRmResult result{step, 0, int64_t(heldout_.size()), tokens_per_second};
     result.heldout_accuracy = heldout_accuracy();
-    if (comm_.is_root()) {
-      model_->to(torch::kCPU);
-      model_->metadata = {{"method", c_.rm.method},      {"reg", c_.rm.reg},
-                          {"alpha", c_.rm.alpha},        {"beta", c_.rm.beta},
-                          {"max_length", c_.max_length}, {"seed", seed_}};
-      save_reward_model(model_, out_model_dir);
-    }
-    comm_.barrier();
     return result;
+  }
+
+  // The trained model as a Hugging Face directory (root only; `dir` is a fresh partial directory).
+  void export_to(const std::string& dir) {
+    model_->to(torch::kCPU);
+    model_->metadata = {{"method", c_.rm.method},      {"reg", c_.rm.reg},
+                        {"alpha", c_.rm.alpha},        {"beta", c_.rm.beta},
+                        {"max_length", c_.max_length}, {"seed", seed_}};
+    save_reward_model(model_, dir);
   }
 
  private:
   std::string tag() const { return member_.empty() ? "" : member_ + ": "; }
+
+  void check_finite(const StepStats& stats, int64_t step) const {
+    for (const auto& [value, term] :
+         {std::pair{stats.reward_loss, "reward loss"}, {stats.reg_loss, "regularizer loss"}})
+      if (!std::isfinite(value))
+        fail(
+            "{}step {}: the {} is {} on rank {}; training stopped and no model was exported (lower optim.lr, "
+            "check the data's margins and rm.* weights)",
+            tag(), step, term, value, comm_.rank());
+  }
 
   // This rank's pairs of micro-batch `micro` of optimizer step `step`: the global batch of the step is a
   // window of the epoch's permutation, cut into (micro-batch, rank) slices.
@@ -343,7 +361,7 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
                                  const std::string& config_dir, int64_t stop_after_steps) {
   auto& comm = Comm::world();
   int64_t threads = config.threads > 0 ? config.threads : default_thread_count(comm.size());
-  torch::set_num_threads(int(threads));
+  set_compute_threads(int(threads));
   std::string model_dir = resolve_model_path(config.model, config_dir);
   auto tokenizer = load_tokenizer(model_dir);
   DataReport report;
@@ -355,20 +373,25 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   std::vector<PreferencePair> train_pairs, heldout_pairs;
   for (size_t i = 0; i < order.size(); ++i)
     (i < n_heldout ? heldout_pairs : train_pairs).push_back(pairs[order[i]]);
+  if (train_pairs.empty())
+    fail("{}: eval_fraction {} holds out all {} pairs and leaves none to train on; lower eval_fraction",
+         config.data.path, config.eval_fraction, pairs.size());
   auto train = encode_pairs(*tokenizer, train_pairs, config.max_length);
   auto heldout = encode_pairs(*tokenizer, heldout_pairs, config.max_length);
   int64_t pad_id = tokenizer->pad_id.value_or(0);
 
   fs::create_directories(out_dir);
   std::string metrics = (fs::path(out_dir) / "metrics.jsonl").string();
+  // The model directory is complete or absent: written in a partial directory, renamed when done. An
+  // ensemble's members are finished one by one in model.partial/, each complete or absent itself.
   auto model_out = fs::path(out_dir) / "model";
+  auto staging = fs::path(out_dir) / "model.partial";
   bool ensemble = config.rm.method == "ensemble";
   int64_t members = ensemble ? config.rm.ensemble.members : 1;
-  if (members < 1) fail("rm.ensemble.members must be at least 1, got {}", members);
   TrainRmResult result;
   double accuracy_sum = 0;
   for (int64_t k = 0; k < members; ++k) {
-    auto member_dir = ensemble ? model_out / fmt::format("member_{}", k) : model_out;
+    auto member_dir = ensemble ? staging / fmt::format("member_{}", k) : model_out;
     if (ensemble && fs::exists(member_dir / "config.json")) {
       log::info("member {} already trained", k);
       continue;
@@ -377,18 +400,24 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
     MemberTrainer trainer(config, model_dir, train, heldout, pad_id,
                           ensemble ? ensemble_member_seed(config.seed, k) : config.seed,
                           ensemble ? fmt::format("member {}", k) : "");
-    result = trainer.run(member_dir.string(), checkpoint.string(), metrics, stop_after_steps);
+    result = trainer.run(checkpoint.string(), metrics, stop_after_steps);
     if (!result.finished) return result;  // stopped early, as if killed
-    if (comm.is_root()) copy_tokenizer_files(model_dir, member_dir.string());
+    if (comm.is_root())
+      write_directory_atomic(member_dir.string(), [&](const std::string& partial) {
+        trainer.export_to(partial);
+        copy_tokenizer_files(model_dir, partial);
+      });
+    comm.barrier();
     accuracy_sum += result.heldout_accuracy;
   }
   if (comm.is_root()) {
-    copy_tokenizer_files(model_dir, model_out.string());
     if (ensemble) {
+      copy_tokenizer_files(model_dir, staging.string());
       nlohmann::json e = {{"members", members},
                           {"combine", config.rm.ensemble.combine},
                           {"lambda", config.rm.ensemble.lambda}};
-      write_file_atomic((model_out / "ensemble.json").string(), e.dump(2));
+      write_file_atomic((staging / "ensemble.json").string(), e.dump(2));
+      replace_directory(staging.string(), model_out.string());
       result.heldout_accuracy = accuracy_sum / double(members);
     }
     nlohmann::json summary = {{"steps", result.steps},

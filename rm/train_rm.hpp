@@ -28,9 +28,9 @@ struct EnsembleConfig {
   double lambda = 1.0;           // mean - lambda * std
   template <class V>
   void visit(V& v) {
-    v("members", members);
+    v("members", members, Range::at_least(1));
     v("combine", combine, Choices{"mean", "min", "mean_minus_std"});
-    v("lambda", lambda);
+    v("lambda", lambda, Range::at_least(0));
   }
 };
 
@@ -51,13 +51,13 @@ struct RmConfig {
   void visit(V& v) {
     v("method", method, Choices{"bt", "margin", "label_smooth", "ensemble", "frozen", "grm"});
     v("reg", reg, Choices{"sft", "sft_nll", "sft_nll_per_token", "dpo_noref", "dpo"});
-    v("alpha", alpha);
-    v("beta", beta);
-    v("label_smoothing", label_smoothing);
+    v("alpha", alpha, Range::closed(0, 1));  // (1 - α) L_reward + α L_reg
+    v("beta", beta, Range::positive());
+    v("label_smoothing", label_smoothing, Range::half_open(0, 0.5));  // 0.5: no preference left
     v("margin_scale", margin_scale);
     v("head", head, Choices{"linear", "mlp", "mlp2"});
-    v("head_hidden", head_hidden);
-    v("head_dropout", head_dropout);
+    v("head_hidden", head_hidden, Range::at_least(1));
+    v("head_dropout", head_dropout, Range::half_open(0, 1));
     v("finetune", finetune, Choices{"full", "lora"});
     v.renamed("finetune: frozen", "method: frozen");
     v("lora", lora);
@@ -75,11 +75,11 @@ struct AdamWConfig {
   double max_grad_norm = 1.0;       // 0: no clipping
   template <class V>
   void visit(V& v) {
-    v("lr", lr);
-    v("weight_decay", weight_decay);
-    v("warmup_ratio", warmup_ratio);
+    v("lr", lr, Range::positive());
+    v("weight_decay", weight_decay, Range::at_least(0));
+    v("warmup_ratio", warmup_ratio, Range::closed(0, 1));
     v("schedule", schedule, Choices{"constant", "cosine"});
-    v("max_grad_norm", max_grad_norm);
+    v("max_grad_norm", max_grad_norm, Range::at_least(0));
   }
 };
 
@@ -92,10 +92,10 @@ struct OptimConfig : AdamWConfig {
   template <class V>
   void visit(V& v) {
     AdamWConfig::visit(v);
-    v("epochs", epochs);
-    v("batch_size", batch_size);
-    v("grad_accum", grad_accum);
-    v("max_steps", max_steps);
+    v("epochs", epochs, Range::at_least(1));  // fewer would export an untrained model
+    v("batch_size", batch_size, Range::at_least(1));
+    v("grad_accum", grad_accum, Range::at_least(1));
+    v("max_steps", max_steps, Range::at_least(0));
   }
 };
 
@@ -115,15 +115,15 @@ struct TrainRmConfig {
   template <class V>
   void visit(V& v) {
     v("model", model);
-    v("max_length", max_length);
+    v("max_length", max_length, Range::at_least(2));  // a prompt token and a response token
     v("seed", seed);
     v("data", data);
-    v("eval_fraction", eval_fraction);
+    v("eval_fraction", eval_fraction, Range::half_open(0, 1));
     v("rm", rm);
     v("optim", optim);
-    v("log_every", log_every);
-    v("checkpoint_every", checkpoint_every);
-    v("threads", threads);
+    v("log_every", log_every, Range::at_least(1));
+    v("checkpoint_every", checkpoint_every, Range::at_least(0));  // 0: only at the end
+    v("threads", threads, Range::at_least(0));
     v("device", device, Choices{"auto", "cpu", "cuda"});
     v("bf16", bf16);
   }

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "cluster/comm.hpp"
 #include "core/atomic_file.hpp"
@@ -65,13 +66,18 @@ void save_checkpoint(const std::string& dir, int64_t step,
                      Comm& comm) {
   if (comm.is_root()) {
     auto step_dir = fs::path(dir) / fmt::format("step_{}", step);
-    fs::create_directories(step_dir);
-    save_safetensors((step_dir / "weights.safetensors").string(), tensors);
-    for (const auto& [name, optimizer] : optimizers) {
-      auto path = step_dir / (name + ".pt");
-      torch::save(*optimizer, path.string() + ".tmp");
-      fs::rename(path.string() + ".tmp", path);
-    }
+    write_directory_atomic(step_dir.string(), [&](const std::string& partial) {
+      save_safetensors((fs::path(partial) / "weights.safetensors").string(), tensors);
+      for (const auto& [name, optimizer] : optimizers) {
+        // Serialized in memory and written by write_file_atomic: torch::save to a file on a full disk
+        // throws from a destructor (std::terminate) and leaves a torn file.
+        std::ostringstream bytes;
+        torch::serialize::OutputArchive archive;
+        optimizer->save(archive);
+        archive.save_to(bytes);
+        write_file_atomic((fs::path(partial) / (name + ".pt")).string(), bytes.str());
+      }
+    });
     write_file_atomic((fs::path(dir) / "latest").string(), fmt::format("step_{}\n", step));
     for (const auto& entry : fs::directory_iterator(dir))
       if (entry.is_directory() && entry.path().filename() != step_dir.filename())
@@ -93,14 +99,26 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& dir, const Na
   if (!fs::exists(latest)) return std::nullopt;
   std::string name = read_file(latest.string());
   name.erase(name.find_last_not_of(" \n") + 1);
-  if (name.rfind("step_", 0) != 0)
+  std::string digits = name.rfind("step_", 0) == 0 ? name.substr(5) : "";
+  if (digits.empty() || digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos)
     fail("{}: expected 'step_N', found '{}' (delete {} to restart)", latest.string(), name, dir);
   LoadedCheckpoint checkpoint;
   checkpoint.directory = (fs::path(dir) / name).string();
-  checkpoint.step = std::stoll(name.substr(5));
+  checkpoint.step = std::stoll(digits);
   checkpoint.tensors = load_safetensors((fs::path(checkpoint.directory) / "weights.safetensors").string());
-  for (const auto& [optimizer_name, optimizer] : optimizers)
-    torch::load(*optimizer, (fs::path(checkpoint.directory) / (optimizer_name + ".pt")).string());
+  for (const auto& [optimizer_name, optimizer] : optimizers) {
+    std::string path = (fs::path(checkpoint.directory) / (optimizer_name + ".pt")).string();
+    if (!fs::exists(path)) fail("{}: missing from the checkpoint (delete {} to restart)", path, dir);
+    try {
+      torch::load(*optimizer, path);
+    } catch (const c10::Error& error) {
+      std::string what = error.what_without_backtrace();
+      fail(
+          "{}: the optimizer state cannot be read ({}); the file is damaged or from another "
+          "configuration (delete {} to restart)",
+          path, what.substr(0, what.find('\n')), dir);
+    }
+  }
   return checkpoint;
 }
 

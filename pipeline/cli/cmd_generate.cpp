@@ -1,5 +1,6 @@
 #include <CLI/CLI.hpp>
 
+#include "cluster/comm.hpp"
 #include "core/log.hpp"
 #include "pipeline/cli/commands.hpp"
 #include "policy/generate.hpp"
@@ -21,7 +22,7 @@ struct GenerateCommand {
 };
 
 void run_generate(const GenerateCommand& cmd) {
-  torch::set_num_threads(1);
+  set_compute_threads(1);
   std::string dir = resolve_model_path(cmd.model_dir);
   auto model = load_causal_lm(dir);
   model->to(training_device(cmd.device));
@@ -35,7 +36,8 @@ void run_generate(const GenerateCommand& cmd) {
   options.seed = cmd.seed;
   auto out = generate(model, prompts, options);
   for (size_t i = 0; i < prompts.size(); ++i) {
-    std::string text = tokenizer->decode(out.tokens[i]);
+    // With the tokenizer's own spacing at the seam: "They saw" + "▁a" prints "They saw a".
+    std::string text = decode_continuation(*tokenizer, prompts[i], out.tokens[i], options.eos_ids);
     std::printf("[%zu] %s%s\n", i, cmd.prompts[i / size_t(cmd.n)].c_str(), text.c_str());
   }
 }

@@ -29,6 +29,7 @@ void run_train_rm(const StageArgs& args) {
 struct EvalCommand {
   StageArgs stage;
   std::string model;
+  std::string tokenizer;
   std::string data;
   std::vector<std::string> map;  // field=value for DataConfig keys, e.g. prompt_field=question
   std::string output;
@@ -40,6 +41,7 @@ void run_eval_rm(const EvalCommand& cmd) {
     config = load_stage_config<EvalRmConfig>(cmd.stage);
   }
   if (!cmd.model.empty()) config.scorer.model = cmd.model;
+  if (!cmd.tokenizer.empty()) config.scorer.tokenizer = cmd.tokenizer;
   if (!cmd.data.empty()) {
     YAML::Node data;
     data["path"] = cmd.data;
@@ -48,7 +50,7 @@ void run_eval_rm(const EvalCommand& cmd) {
     set.data = read_config<DataConfig>(data, "--map");
     config.sets["data"] = set;
   }
-  torch::set_num_threads(default_thread_count(1));  // the pipeline's per-stage budget, via OMP_NUM_THREADS
+  set_compute_threads(default_thread_count(1));  // the pipeline's per-stage budget, via OMP_NUM_THREADS
   nlohmann::json result = evaluate_reward_model(config, config_dir_of(cmd.stage));
   std::string text = result.dump(2);
   std::string output = cmd.output;
@@ -101,6 +103,7 @@ void run_score(const ScoreCommand& cmd) {
 
 struct ServeCommand {
   std::string model;
+  std::string tokenizer;  // instead of the model directory's
   ServerOptions options;
   std::string token_file;
   int64_t batch_size = 64;
@@ -113,7 +116,8 @@ void run_serve(const ServeCommand& cmd) {
     options.token.erase(options.token.find_last_not_of(" \r\n") + 1);
     if (options.token.empty()) fail("{}: the token file is empty", cmd.token_file);
   }
-  auto scorer = make_model_scorer(cmd.model, std::max<int64_t>(cmd.batch_size, options.max_batch));
+  auto scorer = make_model_scorer(cmd.model, std::max<int64_t>(cmd.batch_size, options.max_batch), "auto",
+                                  cmd.tokenizer);
   RewardServer server(options, [&](const std::vector<ScoreItem>& items) { return scorer->score(items); });
   server.start();
   log::info("serving {} on http://{}:{}/get_reward (max batch {}, max wait {} ms{})", cmd.model, options.host,
@@ -124,6 +128,8 @@ void run_serve(const ServeCommand& cmd) {
 
 void add_scorer_options(CLI::App* app, ScorerConfig& scorer) {
   app->add_option("--model", scorer.model, "reward model directory (or ensemble folder)");
+  app->add_option("--tokenizer", scorer.tokenizer,
+                  "tokenizer directory or file, for model directories saved without one");
   app->add_option("--url", scorer.url, "served reward model: http://host:port/get_reward");
   app->add_option("--token-file", scorer.token_file, "bearer token for --url");
   app->add_option("--oracle", scorer.oracle, "built-in programmatic scorer: story, or word:WORD[:MAX]");
@@ -144,6 +150,7 @@ void add_eval_rm_command(CLI::App& app) {
   auto* sub = app.add_subcommand("eval-rm", "Preference accuracy of a reward model, overall and per group");
   add_stage_options(sub, cmd->stage, false);
   sub->add_option("--model", cmd->model, "reward model directory");
+  sub->add_option("--tokenizer", cmd->tokenizer, "tokenizer directory or file, for models saved without one");
   sub->add_option("--data", cmd->data, "preference JSONL(.gz)");
   sub->add_option("--map", cmd->map,
                   "data field mapping, e.g. --map format=transcript --map chosen_field=good");
@@ -175,12 +182,20 @@ void add_serve_command(CLI::App& app) {
   auto cmd = std::make_shared<ServeCommand>();
   auto* sub = app.add_subcommand("serve", "Serve a reward model over HTTP (OpenRLHF's /get_reward protocol)");
   sub->add_option("--model", cmd->model, "reward model directory")->required();
+  sub->add_option("--tokenizer", cmd->tokenizer, "tokenizer directory or file, for models saved without one");
   sub->add_option("--host", cmd->options.host, "address to bind (loopback by default)");
-  sub->add_option("--port", cmd->options.port, "port (0: any free port)");
-  sub->add_option("--max-batch", cmd->options.max_batch, "largest batch handed to the model");
-  sub->add_option("--max-wait-ms", cmd->options.max_wait_ms, "longest a request waits for a batch to fill");
+  sub->add_option("--port", cmd->options.port, "port (0: any free port)")->check(CLI::Range(0, 65535));
+  sub->add_option("--max-batch", cmd->options.max_batch, "largest batch handed to the model")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--max-wait-ms", cmd->options.max_wait_ms, "longest a request waits for a batch to fill")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--token-file", cmd->token_file, "require 'Authorization: Bearer <token>' with this token");
-  sub->add_option("--max-body-bytes", cmd->options.max_body_bytes, "larger request bodies get 413");
+  // Checked on the text: a negative number would wrap to "no limit" in the size_t.
+  sub->add_option("--max-body-bytes", cmd->options.max_body_bytes, "larger request bodies get 413")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--max-text-bytes", cmd->options.max_text_bytes,
+                  "a request with a longer text (prompt + response) gets 413")
+      ->check(CLI::PositiveNumber);
   sub->callback([cmd] { run_serve(*cmd); });
 }
 

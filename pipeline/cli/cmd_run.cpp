@@ -23,10 +23,13 @@ struct RunCommand {
   std::vector<std::string> sets;
   bool dry_run = false;
   int max_cores = 0;
+  std::string out;  // the run directory: --set run_dir=OUT
 };
 
 void run_experiment(const RunCommand& cmd) {
-  auto plan = plan_experiment(cmd.experiment, cmd.sets);
+  std::vector<std::string> sets = cmd.sets;
+  if (!cmd.out.empty()) sets.push_back("run_dir=" + fs::absolute(cmd.out).string());
+  auto plan = plan_experiment(cmd.experiment, sets);
   fs::create_directories(plan.run_dir);
   write_file_atomic((fs::path(plan.run_dir) / "experiment.yaml").string(), dump_config(plan.base));
   RunOptions options;
@@ -59,6 +62,7 @@ void add_run_command(CLI::App& app) {
   sub->add_option("--set", cmd->sets, "override a key, e.g. --set data.size=200 (repeatable)");
   sub->add_flag("--dry-run", cmd->dry_run, "print the stages that would run, run nothing");
   sub->add_option("--max-cores", cmd->max_cores, "core budget for concurrent stages (default: all)");
+  sub->add_option("--out", cmd->out, "run directory (default: the experiment's run_dir, else runs/NAME)");
   sub->callback([cmd] { run_experiment(*cmd); });
 }
 

@@ -1,6 +1,7 @@
 // `grm tokenize`: the ids and pieces a tokenizer gives a text, or the text it gives a list of ids.
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -15,7 +16,7 @@ namespace {
 
 struct TokenizeCommand {
   std::string tokenizer_path;
-  std::string text;
+  std::optional<std::string> text;
   std::string decode_ids;   // "1 2 3" or "1,2,3"
   bool no_special = false;  // encode without the post-processor's special tokens
 };
@@ -44,11 +45,10 @@ std::vector<int64_t> parse_ids(std::string list) {
 }
 
 void run_tokenize(const TokenizeCommand& cmd) {
-  if (cmd.text.empty() && cmd.decode_ids.empty())
-    fail("tokenize: pass --text TEXT or --decode \"ID ID ...\"");
+  if (!cmd.text && cmd.decode_ids.empty()) fail("tokenize: pass --text TEXT or --decode \"ID ID ...\"");
   auto tokenizer = load_tokenizer(cmd.tokenizer_path);
-  if (!cmd.text.empty()) {
-    std::vector<int64_t> ids = tokenizer->encode(cmd.text, !cmd.no_special);
+  if (cmd.text) {  // "" too: its ids are the special tokens alone
+    std::vector<int64_t> ids = tokenizer->encode(*cmd.text, !cmd.no_special);
     std::string line;
     for (int64_t id : ids) line += (line.empty() ? "" : " ") + std::to_string(id);
     std::printf("ids (%zu): %s\n", ids.size(), line.c_str());

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   grm::add_generate_command(app);
   grm::add_tokenize_command(app);
+  grm::add_chat_template_command(app);
   grm::add_train_rm_command(app);
   grm::add_eval_rm_command(app);
   grm::add_score_command(app);

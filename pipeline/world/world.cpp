@@ -118,7 +118,7 @@ std::map<std::string, std::vector<std::string>> world_prompt_sets(const WorldCon
 
 void build_world(const WorldStage& stage, const std::string& out_dir, const std::string& config_dir) {
   const auto& w = stage.world;
-  torch::set_num_threads(int(w.threads > 0 ? w.threads : default_thread_count(1)));
+  set_compute_threads(int(w.threads > 0 ? w.threads : default_thread_count(1)));
   fs::create_directories(out_dir);
   fs::path out(out_dir);
   auto prompt_sets = world_prompt_sets(w);
@@ -214,7 +214,7 @@ void build_world(const WorldStage& stage, const std::string& out_dir, const std:
 }
 
 void label_world(const LabelStage& c, const std::string& out_dir) {
-  torch::set_num_threads(int(c.threads > 0 ? c.threads : default_thread_count(1)));
+  set_compute_threads(int(c.threads > 0 ? c.threads : default_thread_count(1)));
   fs::create_directories(out_dir);
   auto gold = make_model_scorer(c.gold_model);
   std::mt19937_64 rng(c.seed + 23);

@@ -38,18 +38,18 @@ struct WorldConfig {
   template <class V>
   void visit(V& v) {
     v("seed", seed);
-    v("n_train_prompts", n_train_prompts);
-    v("n_test_prompts", n_test_prompts);
-    v("n_ood_prompts", n_ood_prompts);
-    v("n_gold_ood_prompts", n_gold_ood_prompts);
+    v("n_train_prompts", n_train_prompts, Range::at_least(1));
+    v("n_test_prompts", n_test_prompts, Range::at_least(1));
+    v("n_ood_prompts", n_ood_prompts, Range::at_least(0));
+    v("n_gold_ood_prompts", n_gold_ood_prompts, Range::at_least(0));
     v("ood_families", ood_families);
-    v("n_gold_pairs", n_gold_pairs);
-    v("gold_label_noise", gold_label_noise);
-    v("n_pool_pairs", n_pool_pairs);
-    v("n_eval_pairs", n_eval_pairs);
-    v("max_new_tokens", max_new_tokens);
-    v("temperature", temperature);
-    v("threads", threads);
+    v("n_gold_pairs", n_gold_pairs, Range::at_least(2));
+    v("gold_label_noise", gold_label_noise, Range::closed(0, 1));
+    v("n_pool_pairs", n_pool_pairs, Range::at_least(2));
+    v("n_eval_pairs", n_eval_pairs, Range::at_least(1));
+    v("max_new_tokens", max_new_tokens, Range::at_least(1));
+    v("temperature", temperature, Range::at_least(0));
+    v("threads", threads, Range::at_least(0));
   }
 };
 
@@ -75,9 +75,9 @@ struct LabelStage {
     v("gold_model", gold_model);
     v("world", world);
     v("ood_families", ood_families);
-    v("label_noise", label_noise);
+    v("label_noise", label_noise, Range::closed(0, 1));
     v("seed", seed);
-    v("threads", threads);
+    v("threads", threads, Range::at_least(0));
   }
 };
 

@@ -85,7 +85,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
       }
       fail(
           "{}: has no tokenizer.json, tokenizer.model, vocab.json + merges.txt or encoder.json + vocab.bpe; "
-          "point at the model's tokenizer files",
+          "point at the model's tokenizer files (for a model saved without them: --tokenizer DIR|FILE, or "
+          "tokenizer: beside model: in a config)",
           path);
     }
   }

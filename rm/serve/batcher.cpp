@@ -70,37 +70,71 @@ void RewardBatcher::run() {
       wake_.wait_until(lock, deadline, [&] { return stopping_ || n_queued_items_ >= max_batch_; });
       slices = take_batch(batch);
     }
-    std::string error;
-    try {
-      rewards = scorer_(batch);
-      if (rewards.size() != batch.size()) {
-        error =
-            fmt::format("scorer returned {} rewards for a batch of {} texts", rewards.size(), batch.size());
+    std::string error = score(batch, rewards);
+    if (error.empty() || slices.size() == 1) {
+      finish_batch(slices, rewards, error);
+    } else {
+      // One request's bad text must not fail the others that shared its batch: score each alone.
+      for (const auto& slice : slices) {
+        std::vector<ScoreItem> alone(
+            std::make_move_iterator(batch.begin() + long(slice.offset)),
+            std::make_move_iterator(batch.begin() + long(slice.offset + slice.end - slice.begin)));
+        std::vector<double> alone_rewards;
+        std::string alone_error = score(alone, alone_rewards);
+        finish_batch({Slice{slice.request, slice.begin, slice.end, 0}}, alone_rewards, alone_error);
       }
-    } catch (const std::exception& e) {
-      error = fmt::format("scoring failed: {}", e.what());
-    } catch (...) {
-      error = "scoring failed with an unknown exception";
     }
-    if (observer_) observer_(batch.size(), !error.empty());
-    finish_batch(slices, rewards, error);
     batch.clear();
   }
 }
 
+std::string RewardBatcher::score(const std::vector<ScoreItem>& batch, std::vector<double>& rewards) {
+  std::string error;
+  try {
+    rewards = scorer_(batch);
+    if (rewards.size() != batch.size())
+      error = fmt::format("scorer returned {} rewards for a batch of {} texts", rewards.size(), batch.size());
+  } catch (const std::exception& e) {
+    error = fmt::format("scoring failed: {}", e.what());
+  } catch (...) {
+    error = "scoring failed with an unknown exception";
+  }
+  if (observer_) observer_(batch.size(), !error.empty());
+  return error;
+}
+
+// Fair shares: every queued request gets an equal part of the batch (a request needing less gives the
+// rest to the others), so one client's huge request cannot hold the model while a one-text request waits.
+// Each request's part is one contiguous run of its items, in submission order within the batch.
 std::vector<RewardBatcher::Slice> RewardBatcher::take_batch(std::vector<ScoreItem>& batch) {
+  std::vector<size_t> share(queue_.size(), 0);
+  std::vector<size_t> by_need(queue_.size());
+  for (size_t i = 0; i < queue_.size(); ++i) by_need[i] = i;
+  auto remaining = [&](size_t i) { return queue_[i]->items.size() - queue_[i]->n_taken; };
+  std::stable_sort(by_need.begin(), by_need.end(),
+                   [&](size_t a, size_t b) { return remaining(a) < remaining(b); });
+  size_t capacity = max_batch_;
+  for (size_t k = 0; k < by_need.size() && capacity > 0; ++k) {
+    size_t left = by_need.size() - k;  // requests still to be given a share
+    size_t fair = std::max<size_t>(1, capacity / left);
+    size_t i = by_need[k];
+    share[i] = std::min({remaining(i), fair, capacity});
+    capacity -= share[i];
+  }
   std::vector<Slice> slices;
-  while (batch.size() < max_batch_ && !queue_.empty()) {
-    const auto& request = queue_.front();
-    const size_t begin = request->n_taken;
-    const size_t end = std::min(request->items.size(), begin + (max_batch_ - batch.size()));
+  for (size_t i = 0; i < queue_.size(); ++i) {
+    if (share[i] == 0) continue;
+    const auto& request = queue_[i];
+    const size_t begin = request->n_taken, end = begin + share[i];
     slices.push_back({request, begin, end, batch.size()});
     // Each item is scored exactly once, so the strings can move instead of being copied.
     std::move(request->items.begin() + begin, request->items.begin() + end, std::back_inserter(batch));
     request->n_taken = end;
     n_queued_items_ -= end - begin;
-    if (end == request->items.size()) queue_.pop_front();
   }
+  queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
+                              [](const auto& r) { return r->n_taken == r->items.size(); }),
+               queue_.end());
   return slices;
 }
 
@@ -109,13 +143,14 @@ void RewardBatcher::finish_batch(const std::vector<Slice>& slices, const std::ve
   for (const auto& slice : slices) {
     Request& request = *slice.request;
     if (!error.empty()) {
-      // A request split across batches fails as a whole: drop its untaken rest from the queue, where it
-      // can only sit at the front.
+      // A request split across batches fails as a whole: drop its untaken rest from the queue.
       if (request.n_taken < request.items.size()) {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (!queue_.empty() && queue_.front() == slice.request) {
+        auto queued = std::find(queue_.begin(), queue_.end(), slice.request);
+        if (queued != queue_.end()) {
           n_queued_items_ -= request.items.size() - request.n_taken;
-          queue_.pop_front();
+          request.n_taken = request.items.size();
+          queue_.erase(queued);
         }
       }
       request.done({}, error);

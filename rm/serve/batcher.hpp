@@ -1,7 +1,10 @@
 // Dynamic batching for reward serving: requests from many connections are queued here, and one thread
 // cuts the queue into batches of at most max_batch items for the scorer. A batch goes out when it is full
 // or when its oldest item has waited max_wait_ms; a request larger than max_batch is split across
-// consecutive batches and answered once its last item is scored. Knows nothing of HTTP.
+// batches and answered once its last item is scored. Every queued request gets a fair share of each batch
+// (max_batch / requests, what a small request leaves going to the others), so a request is answered
+// within ceil(items / share) batches however large the others are. A batch that fails is scored again
+// request by request, so only the request whose text fails gets the error. Knows nothing of HTTP.
 //
 // May include: rm/serve/score_item.hpp and the standard library.
 #pragma once
@@ -53,6 +56,8 @@ class RewardBatcher {
   };
 
   void run();
+  // The scorer's rewards for `batch`, or its error message ("" when it succeeded).
+  std::string score(const std::vector<ScoreItem>& batch, std::vector<double>& rewards);
   std::vector<Slice> take_batch(std::vector<ScoreItem>& batch);  // under mutex_
   void finish_batch(const std::vector<Slice>& slices, const std::vector<double>& rewards,
                     const std::string& error);

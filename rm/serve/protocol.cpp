@@ -78,8 +78,11 @@ std::string encode_query_request(const std::vector<std::string>& texts) {
 }
 
 std::string encode_rewards(const std::vector<double>& rewards) {
-  // nlohmann writes doubles with max_digits10, so served scores equal in-process ones exactly.
-  return json{{"rewards", rewards}}.dump();
+  // nlohmann writes doubles with max_digits10, so served scores equal in-process ones exactly. The same
+  // values under each key OpenRLHF's clients read: 0.11's server replies {rewards, scores, extra_logs},
+  // older clients read "rewards" or "score".
+  return json{{"rewards", rewards}, {"scores", rewards}, {"score", rewards}, {"extra_logs", json::object()}}
+      .dump();
 }
 
 std::vector<double> decode_rewards(std::string_view body, size_t n_expected) {
@@ -87,9 +90,12 @@ std::vector<double> decode_rewards(std::string_view body, size_t n_expected) {
   if (reply.is_discarded() || !reply.is_object()) {
     fail("reward server answered with something other than a JSON object: {:.200}", body);
   }
-  const auto it = reply.find("rewards");
+  // Whichever of the keys OpenRLHF's servers have used the answer carries.
+  auto it = reply.end();
+  for (const char* key : {"rewards", "scores", "score"})
+    if (it == reply.end() || !it->is_array()) it = reply.find(key);
   if (it == reply.end() || !it->is_array())
-    fail("reward server answer has no \"rewards\" array: {:.200}", body);
+    fail("reward server answer has no \"rewards\", \"scores\" or \"score\" array: {:.200}", body);
   if (it->size() != n_expected) {
     fail(
         "reward server returned {} rewards for {} texts; is the URL pointing at a grm or OpenRLHF reward "

@@ -381,6 +381,17 @@ class Session : public std::enable_shared_from_this<Session> {
       return respond(error_response(http::status::bad_request, e.what(), request.version()),
                      request.keep_alive());
     }
+    for (size_t i = 0; i < items.size(); ++i) {
+      size_t bytes = items[i].prompt.size() + items[i].response.size();
+      if (bytes > core_.options().max_text_bytes)
+        return respond(
+            error_response(http::status::payload_too_large,
+                           fmt::format("text {} has {} bytes; this server takes at most {} per text "
+                                       "(--max-text-bytes)",
+                                       i, bytes, core_.options().max_text_bytes),
+                           request.version()),
+            request.keep_alive());
+    }
     // The batching thread calls back; the answer is written from this connection's strand.
     core_.batcher().submit(
         std::move(items), [self = shared_from_this()](std::vector<double> rewards, std::string error) {

@@ -32,6 +32,7 @@ struct ServerOptions {
   int max_wait_ms = 5;              // how long the oldest queued item may wait for a fuller batch
   std::string token;                // bearer token required on /get_reward and /metrics; empty: no auth
   size_t max_body_bytes = 8 << 20;  // larger bodies get 413 without being read
+  size_t max_text_bytes = 1 << 20;  // a request with a longer text (prompt + response) gets 413
   int n_io_threads = 2;             // threads running the HTTP side (the scorer has its own)
   int read_timeout_ms = 30000;      // a whole request (headers and body) must arrive within this; also
                                     // bounds idle keep-alive connections and writes to clients that stall

@@ -43,6 +43,25 @@ struct TrainConfig {
   }
 };
 
+// Rules beside the fields, as real configs state them.
+struct Ranged {
+  double lr = 1e-3;
+  double warmup_ratio = 0.1;
+  double dropout = 0.0;
+  std::int64_t batch_size = 8;
+  std::vector<double> weights = {1.0};
+  double free = 0.0;
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr, grm::Range::positive());
+    v("warmup_ratio", warmup_ratio, grm::Range::closed(0, 1));
+    v("dropout", dropout, grm::Range::half_open(0, 1));
+    v("batch_size", batch_size, grm::Range::at_least(1));
+    v("weights", weights, grm::Range::at_least(0));
+    v("free", free);
+  }
+};
+
 struct Validated {
   int n = 1;
   template <class V>
@@ -140,6 +159,47 @@ TEST(Config, WrongTypeNamesFileLineKeyAndValue) {
             "cfg.yaml:1: 'adam.sizes[1]' must be an integer, got 'x'");
   EXPECT_EQ(error_of([] { parse("model: [a]\n"); }), "cfg.yaml:1: 'model' must be a string, got a list");
   EXPECT_EQ(error_of([] { parse("- 1\n"); }), "cfg.yaml:1: the top level must be a map, got a list");
+}
+
+TEST(Config, RangesAreCheckedWithFileLineKeyValueAndRule) {
+  auto read = [](const std::string& text) {
+    return grm::read_config<Ranged>(grm::load_yaml_text(text, "cfg.yaml"), "cfg.yaml");
+  };
+  EXPECT_EQ(error_of([&] { read("lr: -1\n"); }), "cfg.yaml:1: 'lr' must be > 0, got '-1'");
+  EXPECT_EQ(error_of([&] { read("lr: 0\n"); }), "cfg.yaml:1: 'lr' must be > 0, got '0'");
+  EXPECT_EQ(error_of([&] { read("\nwarmup_ratio: 5\n"); }),
+            "cfg.yaml:2: 'warmup_ratio' must be in [0, 1], got '5'");
+  EXPECT_EQ(error_of([&] { read("dropout: 1\n"); }), "cfg.yaml:1: 'dropout' must be in [0, 1), got '1'");
+  EXPECT_EQ(error_of([&] { read("batch_size: 0\n"); }), "cfg.yaml:1: 'batch_size' must be >= 1, got '0'");
+  EXPECT_EQ(error_of([&] { read("weights: [1, -0.5]\n"); }),
+            "cfg.yaml:1: 'weights[1]' must be >= 0, got '-0.5'");
+  // Ends of the intervals are in or out as stated.
+  Ranged edges = read("lr: 1e-9\nwarmup_ratio: 1\ndropout: 0\nbatch_size: 1\n");
+  EXPECT_DOUBLE_EQ(edges.warmup_ratio, 1);
+  EXPECT_EQ(edges.batch_size, 1);
+  // Overrides and sweep values meet the same rules.
+  EXPECT_EQ(error_of([] {
+              YAML::Node root(YAML::NodeType::Map);
+              grm::apply_checked_override<Ranged>(root, "lr=-1");
+            }),
+            "--set lr=-1: 'lr' must be > 0, got '-1'");
+  Ranged set;
+  EXPECT_NE(error_of([&] {
+              grm::set_config_key(set, "dropout", YAML::Load("2"), "--set dropout=2");
+            }).find("must be in [0, 1)"),
+            std::string::npos);
+}
+
+TEST(Config, EveryNumberMustBeFinite) {
+  for (const char* bad : {".nan", ".NaN", ".inf", "-.inf", "+.Inf", "nan", "inf", "infinity"}) {
+    std::string text = std::string("free: ") + bad + "\n";
+    EXPECT_EQ(error_of([&] { grm::read_config<Ranged>(grm::load_yaml_text(text, "cfg.yaml"), "cfg.yaml"); }),
+              std::string("cfg.yaml:1: 'free' must be a finite number, got '") + bad + "'")
+        << bad;
+  }
+  EXPECT_EQ(grm::Range::positive().describe(), "> 0");
+  EXPECT_EQ(grm::Range::open_closed(0, 1).describe(), "in (0, 1]");
+  EXPECT_EQ(grm::Range().describe(), "any finite number");
 }
 
 TEST(Config, BadChoiceListsAllowedValues) {

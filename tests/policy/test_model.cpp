@@ -2,6 +2,7 @@
 // shared/fixtures/make_fixtures*.py): logits, final hidden states and token log-probs within 1e-4 (fp32 on
 // CPU; the reference ran fp32 too, so only summation order differs) and greedy continuations identical.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "policy/generate.hpp"
 #include "policy/model.hpp"
 #include "policy/safetensors.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 #include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -83,6 +85,44 @@ TEST(TinyStories, ReproducesEveryReferencePrompt) {
     EXPECT_EQ(gen.tokens[0], expected) << p;
   }
   EXPECT_GT(n_prompts, 0) << "no pK.input_ids in the reference file";
+}
+
+// The second real model (stories3m: 6 layers, GQA with 6 query and 2 key/value heads, its own 4,096-token
+// tokenizer) against its reference file, whatever entries it holds: tokenizer ids exactly (with and without
+// BOS), the first logits of each prompt's last position within 1e-4, its argmax, and the greedy ids exactly.
+TEST(Stories3m, ReproducesEveryReferenceEntry) {
+  torch::NoGradGuard no_grad;
+  nlohmann::json ref =
+      nlohmann::json::parse(grm::read_file(shared_path("fixtures/real/stories3m_reference.json")));
+  std::string dir = shared_path(ref.value("model_dir", "models/stories3m"));
+  auto tokenizer = load_tokenizer(dir);
+  ASSERT_FALSE(ref["tokenization"].empty());
+  for (const auto& entry : ref["tokenization"]) {
+    std::string text = entry["text"];
+    EXPECT_EQ(tokenizer->encode(text, true), entry["ids_with_bos"].get<std::vector<int64_t>>()) << text;
+    EXPECT_EQ(tokenizer->encode(text, false), entry["ids_no_bos"].get<std::vector<int64_t>>()) << text;
+  }
+  auto model = load_causal_lm(dir);
+  ASSERT_FALSE(ref["generation"].empty());
+  for (const auto& entry : ref["generation"]) {
+    std::string prompt = entry["prompt"];
+    auto input = entry["input_ids"].get<std::vector<int64_t>>();
+    EXPECT_EQ(tokenizer->encode(prompt, true), input) << prompt;
+    auto ids = torch::tensor(input, torch::kInt64).unsqueeze(0);
+    auto last = model->forward(ids, torch::ones_like(ids)).logits[0][ids.size(1) - 1].to(torch::kFloat64);
+    auto first = entry["last_logits_first16"].get<std::vector<double>>();
+    auto expected = torch::tensor(first, torch::kFloat64);
+    EXPECT_LT((last.narrow(0, 0, int64_t(first.size())) - expected).abs().max().item<double>(), 1e-4)
+        << prompt;
+    EXPECT_EQ(last.argmax().item<int64_t>(), entry["last_logits_argmax"].get<int64_t>()) << prompt;
+    EXPECT_NEAR(last.max().item<double>(), entry["last_logits_max"].get<double>(), 1e-4) << prompt;
+    GenerateOptions options = generate_options_for(model->config(), *tokenizer);
+    options.sampling.temperature = 0;
+    auto greedy = entry["greedy_new_ids"].get<std::vector<int64_t>>();
+    options.max_new_tokens = int64_t(greedy.size());
+    auto out = generate(model, {input}, options);
+    EXPECT_EQ(out.tokens[0], greedy) << prompt;
+  }
 }
 
 TEST(CausalLM, LeftPaddingAndKvCacheMatchAFullForward) {

@@ -230,6 +230,123 @@ TEST(PreferenceData, RatedAndWinnerFormatsHandleTiesAndMargins) {
   EXPECT_EQ(report.ties_kept, 1);
 }
 
+// Layouts as public pairwise sets have them: numbers for the winner (0 = first better, 1 = second, 2 =
+// tie), field names with spaces, and a single group field given as a string (as `--map` passes it).
+TEST(PreferenceData, WinnerValuesMapNumbersAndFieldNamesMayHoldSpaces) {
+  auto dir = temp_dir("winner_values");
+  std::string path = (dir / "d.jsonl").string();
+  write_file_atomic(
+      path, R"({"the question": "q1", "answer one": "a1", "answer two": "b1", "label": 1, "scenario": "x"})"
+            "\n"
+            R"({"the question": "q2", "answer one": "a2", "answer two": "b2", "label": 0, "scenario": "y"})"
+            "\n"
+            R"({"the question": "q3", "answer one": "a3", "answer two": "b3", "label": 2, "scenario": "y"})"
+            "\n");
+  YAML::Node data(YAML::NodeType::Map);
+  for (const char* assignment : {"format=winner", "prompt_field=the question", "response_a_field=answer one",
+                                 "response_b_field=answer two", "winner_field=label",
+                                 "winner_values={0: a, 1: b, 2: tie}", "group_fields=scenario"})
+    apply_checked_override<DataConfig>(data, assignment);
+  DataConfig config = read_config<DataConfig>(data, "--map");
+  config.path = path;
+  EXPECT_EQ(config.group_fields, std::vector<std::string>{"scenario"});
+  DataReport report;
+  auto pairs = read_preferences(config, &report);
+  ASSERT_EQ(pairs.size(), 2u);
+  EXPECT_EQ(pairs[0].prompt, "q1");
+  EXPECT_EQ(pairs[0].chosen, "b1");  // 1: the second answer is better
+  EXPECT_EQ(pairs[1].chosen, "a2");
+  EXPECT_EQ(pairs[1].groups.at("scenario"), "y");
+  EXPECT_EQ(report.ties_dropped, 1);
+  // A value the map does not name is an error naming the line, the field and the remedy.
+  config.winner_values.erase("2");
+  std::string message = error_of([&] { read_preferences(config); });
+  EXPECT_NE(message.find("d.jsonl:3"), std::string::npos) << message;
+  EXPECT_NE(
+      message.find("field 'label' must be a, b, model_a, model_b or tie, got 2; map the data's own values "
+                   "with winner_values"),
+      std::string::npos)
+      << message;
+  // Only a, b and tie may be meant.
+  EXPECT_NE(error_of([] {
+              check_config_key<DataConfig>("winner_values", YAML::Load("{0: first}"), "--map");
+            }).find("must be one of a, b, tie"),
+            std::string::npos);
+  fs::remove_all(dir);
+}
+
+// Scores a response by its text: "right" above "wrong", so each pair's outcome is chosen by its texts.
+struct TextScorer : Scorer {
+  std::vector<double> score(const std::vector<ScoreItem>& items) override {
+    std::vector<double> out;
+    for (const auto& item : items) out.push_back(item.response == "right" ? 1.0 : 0.0);
+    return out;
+  }
+};
+
+// `n` pairs of `subset`, the first `n_right` ranked right.
+void add_pairs(std::vector<PreferencePair>& pairs, const std::string& subset, int n, int n_right) {
+  for (int i = 0; i < n; ++i) {
+    PreferencePair p;
+    p.chosen = i < n_right ? "right" : "wrong";
+    p.rejected = i < n_right ? "wrong" : "right";
+    p.groups["subset"] = subset;
+    pairs.push_back(p);
+  }
+}
+
+// The issue's worked example: math-prm (447 pairs) at 0.90 and code (6 x 164 pairs) at 0.60. Pooling the
+// pairs gives 0.694; RewardBench v1's scorer counts math-prm as 984 and gives 0.750.
+TEST(EvalRm, RewardBenchReasoningWeighsMathAsTheOfficialScorerDoes) {
+  std::vector<PreferencePair> pairs;
+  add_pairs(pairs, "math-prm", 447, 402);  // 402 / 447 = 0.8993
+  for (const char* code : {"hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"})
+    add_pairs(pairs, code, 164, 98);  // 98 / 164 = 0.5976 each
+  TextScorer scorer;
+  EvalSetConfig set;
+  set.sections["Reasoning"] = {"math-prm", "hep-cpp",    "hep-go",  "hep-java",
+                               "hep-js",   "hep-python", "hep-rust"};
+  double math = 402.0 / 447, code = 98.0 / 164;
+  auto pooled = evaluate_pairs(scorer, pairs, set);
+  EXPECT_NEAR(pooled.sections.at("Reasoning").accuracy, (402.0 + 6 * 98) / (447 + 984), 1e-12);  // 0.692
+  set.subset_weights["math-prm"] = 984;
+  auto weighted = evaluate_pairs(scorer, pairs, set);
+  EXPECT_NEAR(weighted.sections.at("Reasoning").accuracy, (984 * math + 984 * code) / 1968, 1e-12);  // 0.748
+  EXPECT_EQ(weighted.sections.at("Reasoning").n, 447 + 984);
+  EXPECT_NEAR(*weighted.section_score, weighted.sections.at("Reasoning").accuracy, 1e-12);
+  // benchmark: rewardbench gives the official four sections and that weight; given sections win.
+  EvalSetConfig preset;
+  preset.benchmark = "rewardbench";
+  preset = with_benchmark_defaults(preset);
+  EXPECT_EQ(preset.sections.size(), 4u);
+  EXPECT_EQ(preset.sections.at("Reasoning").size(), 7u);
+  EXPECT_DOUBLE_EQ(preset.subset_weights.at("math-prm"), 984);
+  EvalSetConfig own = set;
+  own.benchmark = "rewardbench";
+  EXPECT_EQ(with_benchmark_defaults(own).sections.size(), 1u);
+}
+
+// transformers saves *ForSequenceClassification checkpoints without tokenizer files: such a directory is
+// scored with a tokenizer given beside it, and without one the error says how.
+TEST(Scorer, AModelSavedWithoutATokenizerTakesOneGivenBesideIt) {
+  auto dir = temp_dir("no_tokenizer");
+  std::string backbone = shared_path("models/tinystories-656k");
+  auto rm = make_reward_model(backbone, {"linear", 0}, 0);
+  save_reward_model(rm, (dir / "rm").string());
+  ASSERT_FALSE(fs::exists(dir / "rm/tokenizer.json"));
+  std::string message = error_of([&] { make_model_scorer((dir / "rm").string(), 8, "cpu"); });
+  EXPECT_NE(message.find("--tokenizer DIR|FILE"), std::string::npos) << message;
+  ScorerConfig config;
+  config.model = (dir / "rm").string();
+  config.tokenizer = backbone + "/tokenizer.json";
+  config.device = "cpu";
+  auto scorer = make_scorer(config);
+  auto rewards = scorer->score({{"Once upon a time", " there was a cat."}});
+  ASSERT_EQ(rewards.size(), 1u);
+  EXPECT_TRUE(std::isfinite(rewards[0]));
+  fs::remove_all(dir);
+}
+
 // A pair set whose preferred story has a simple property: it ends happily, the rejected one sadly.
 std::string story_pairs(int n, uint64_t seed) {
   const char* names[] = {"Lily", "Tom", "Ben", "Sue", "Max", "Mia", "Sam", "Anna"};

@@ -26,6 +26,7 @@
 #include "rm/serve/client.hpp"
 #include "rm/serve/protocol.hpp"
 #include "rm/serve/server.hpp"
+#include "tests/test_util.hpp"
 
 namespace grm {
 namespace {
@@ -209,6 +210,18 @@ TEST(RewardProtocol, EncodedRewardsRoundTripExactly) {
   EXPECT_THROW(decode_rewards("<html>", 1), Error);
 }
 
+// The reply carries the rewards under every key OpenRLHF's clients read, and our client reads any of them.
+TEST(RewardProtocol, RepliesUnderEveryKeyOpenRlhfClientsRead) {
+  auto reply = nlohmann::json::parse(encode_rewards({0.5, -2}));
+  for (const char* key : {"rewards", "scores", "score"})
+    EXPECT_EQ(reply[key], nlohmann::json({0.5, -2})) << key;
+  EXPECT_TRUE(reply["extra_logs"].is_object());
+  EXPECT_EQ(decode_rewards(R"({"scores": [1.5]})", 1), std::vector<double>{1.5});
+  EXPECT_EQ(decode_rewards(R"({"score": [2.5], "extra_logs": {}})", 1), std::vector<double>{2.5});
+  EXPECT_NE(error_of([] { decode_rewards(R"({"values": [1]})", 1); }).find("no \"rewards\", \"scores\""),
+            std::string::npos);
+}
+
 TEST(RewardProtocol, ParsesUrls) {
   auto url = parse_http_url("http://127.0.0.1:5000/get_reward");
   EXPECT_EQ(url.host, "127.0.0.1");
@@ -290,7 +303,7 @@ TEST(RewardBatcher, FailedBatchFailsItsRequestsOnceAndDropsTheirRest) {
   std::promise<std::string> first, split, after;
   batcher.submit(query_items({"x"}), [&](std::vector<double>, std::string error) { first.set_value(error); });
   first_entered.get_future().wait();
-  // Split over three batches; the first of them fails, so the other two must never be scored.
+  // Split over several batches; its first fails, so the rest must never be scored.
   batcher.submit(query_items({"boom", "y", "z", "w", "v"}),
                  [&](std::vector<double> rewards, std::string error) {
                    EXPECT_TRUE(rewards.empty());
@@ -305,7 +318,53 @@ TEST(RewardBatcher, FailedBatchFailsItsRequestsOnceAndDropsTheirRest) {
   EXPECT_NE(split.get_future().get().find("bad text"), std::string::npos);
   EXPECT_EQ(after.get_future().get(), "");
   batcher.stop();
-  EXPECT_EQ(n_calls.load(), 3);  // {x}, {boom, y} failing, then {ok}
+  // {x}; then {boom, ok} (a fair share each) fails and is scored again request by request: {boom} fails,
+  // {ok} is answered; the rest of the failed request is never scored.
+  EXPECT_EQ(n_calls.load(), 4);
+}
+
+// A one-text request queued behind a huge one is answered in the next batch, not after all of it.
+TEST(RewardBatcher, ASmallRequestIsNotHeldBehindAHugeOne) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> first_entered;
+  std::mutex mutex;
+  std::vector<size_t> sizes;
+  std::atomic<size_t> batches_before_small{0};
+  RewardBatcher batcher(
+      [&](const std::vector<ScoreItem>& batch) {
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          sizes.push_back(batch.size());
+          if (sizes.size() == 1) first_entered.set_value();
+        }
+        released.wait();
+        std::vector<double> rewards;
+        for (const auto& item : batch) rewards.push_back(fake_reward(item));
+        return rewards;
+      },
+      /*max_batch=*/4, /*max_wait_ms=*/0);
+  std::promise<void> huge_done, small_done;
+  batcher.submit(query_items({"a"}), [](std::vector<double>, std::string) {});
+  first_entered.get_future().wait();
+  batcher.submit(query_items(std::vector<std::string>(40, "xx")), [&](std::vector<double> r, std::string e) {
+    EXPECT_EQ(r.size(), 40u);
+    EXPECT_EQ(e, "");
+    huge_done.set_value();
+  });
+  batcher.submit(query_items({"yyy"}), [&](std::vector<double> r, std::string e) {
+    EXPECT_EQ(r, std::vector<double>{3});
+    EXPECT_EQ(e, "");
+    std::lock_guard<std::mutex> lock(mutex);
+    batches_before_small = sizes.size();
+    small_done.set_value();
+  });
+  release.set_value();
+  small_done.get_future().wait();
+  huge_done.get_future().wait();
+  batcher.stop();
+  EXPECT_EQ(batches_before_small.load(), 2u);  // the blocked first batch, then a shared one
+  EXPECT_EQ(sizes, (std::vector<size_t>{1, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 1}));  // 40 + 1 in 4s, then 1
 }
 
 TEST(RewardBatcher, WrongNumberOfRewardsIsAnError) {
