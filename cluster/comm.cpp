@@ -4,7 +4,11 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "core/error.hpp"
@@ -129,6 +133,84 @@ Comm::Comm() {
   MPI_Comm_rank(local, &local_rank_);
   MPI_Comm_free(&local);
   log::set_rank(rank_, size_);
+  announced_.assign(size_t(size_), 0);
+  if (const char* env = std::getenv("GRM_COLLECTIVE_TIMEOUT_S"); env && std::atof(env) > 0)
+    collective_timeout_s_ = std::atof(env);
+}
+
+// ---- the collective watch ----
+
+namespace {
+constexpr int kAnnounceTag = 7301;  // point-to-point tag of "I entered collective N"
+}
+
+struct Comm::Announcement {
+  int64_t collective = 0;
+  MPI_Request request = MPI_REQUEST_NULL;
+};
+
+void Comm::enter_collective() {
+  ++collectives_;
+  // Drop the announcements that have gone out; a tiny message completes at once under the eager protocol.
+  sends_.erase(std::remove_if(sends_.begin(), sends_.end(),
+                              [](const std::unique_ptr<Announcement>& a) {
+                                int done = 0;
+                                MPI_Test(&a->request, &done, MPI_STATUS_IGNORE);
+                                return done != 0;
+                              }),
+               sends_.end());
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer == rank_) continue;
+    auto announcement = std::make_unique<Announcement>();
+    announcement->collective = collectives_;
+    check_mpi(MPI_Isend(&announcement->collective, 1, MPI_INT64_T, peer, kAnnounceTag, MPI_COMM_WORLD,
+                        &announcement->request),
+              "MPI_Isend(announcement)");
+    sends_.push_back(std::move(announcement));
+  }
+}
+
+void Comm::drain_announcements() {
+  for (;;) {
+    int pending = 0;
+    MPI_Status status;
+    MPI_Iprobe(MPI_ANY_SOURCE, kAnnounceTag, MPI_COMM_WORLD, &pending, &status);
+    if (!pending) return;
+    int64_t collective = 0;
+    MPI_Recv(&collective, 1, MPI_INT64_T, status.MPI_SOURCE, kAnnounceTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    auto& seen = announced_[size_t(status.MPI_SOURCE)];
+    seen = std::max(seen, collective);
+  }
+}
+
+void Comm::wait_collective(void* mpi_request, const char* what) {
+  auto* request = static_cast<MPI_Request*>(mpi_request);
+  const auto start = std::chrono::steady_clock::now();
+  for (int polls = 0;; ++polls) {
+    int done = 0;
+    check_mpi(MPI_Test(request, &done, MPI_STATUS_IGNORE), what);
+    if (done) return;
+    drain_announcements();
+    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (waited > collective_timeout_s_) {
+      std::string silent;
+      for (int peer = 0; peer < size_; ++peer)
+        if (peer != rank_ && announced_[size_t(peer)] < collectives_)
+          silent += (silent.empty() ? "" : ", ") + std::to_string(peer);
+      std::fprintf(stderr,
+                   "rank %d: waited %.0f s in %s (collective %lld) for %s; stopping every rank "
+                   "(GRM_COLLECTIVE_TIMEOUT_S=%g)\n",
+                   rank_, waited, what, (long long)collectives_,
+                   silent.empty()
+                       ? "a collective every rank has entered: the interconnect is stuck"
+                       : ("rank " + silent + ", which stopped responding (stopped, hung or dead)").c_str(),
+                   collective_timeout_s_);
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    // Spin briefly (collectives of a training step finish in microseconds), then poll gently.
+    if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
 }
 
 #ifdef GRM_CUDA
@@ -165,15 +247,21 @@ void Comm::all_reduce_sum(torch::Tensor& tensor) {
     return;
   }
 #endif
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), int(tensor.numel()), mpi_type(tensor), MPI_SUM,
-                          MPI_COMM_WORLD),
-            "MPI_Allreduce");
+  enter_collective();
+  MPI_Request request;
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), int(tensor.numel()), mpi_type(tensor), MPI_SUM,
+                           MPI_COMM_WORLD, &request),
+            "MPI_Iallreduce");
+  wait_collective(&request, "an all-reduce");
 }
 
 double Comm::all_reduce_sum(double value) {
   if (size_ == 1) return value;
   double out = 0;
-  check_mpi(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+  enter_collective();
+  MPI_Request request;
+  check_mpi(MPI_Iallreduce(&value, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &request), "MPI_Iallreduce");
+  wait_collective(&request, "an all-reduce");
   return out;
 }
 
@@ -189,13 +277,20 @@ void Comm::broadcast(torch::Tensor& tensor, int root) {
     return;
   }
 #endif
-  check_mpi(MPI_Bcast(tensor.data_ptr(), int(tensor.numel() * tensor.element_size()), MPI_BYTE, root,
-                      MPI_COMM_WORLD),
-            "MPI_Bcast");
+  enter_collective();
+  MPI_Request request;
+  check_mpi(MPI_Ibcast(tensor.data_ptr(), int(tensor.numel() * tensor.element_size()), MPI_BYTE, root,
+                       MPI_COMM_WORLD, &request),
+            "MPI_Ibcast");
+  wait_collective(&request, "a broadcast");
 }
 
 void Comm::barrier() {
-  if (size_ > 1) check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+  if (size_ == 1) return;
+  enter_collective();
+  MPI_Request request;
+  check_mpi(MPI_Ibarrier(MPI_COMM_WORLD, &request), "MPI_Ibarrier");
+  wait_collective(&request, "a barrier");
 }
 
 void Comm::abort(int code) {
@@ -207,6 +302,8 @@ void Comm::finalize() {
 #ifdef GRM_CUDA
   if (nccl_ && nccl_->comm) ncclCommDestroy(nccl_->comm);
 #endif
+  for (auto& announcement : sends_) MPI_Wait(&announcement->request, MPI_STATUS_IGNORE);
+  sends_.clear();
   int finalized = 0;
   if (mpi_) MPI_Finalized(&finalized);
   if (mpi_ && !finalized) MPI_Finalize();
@@ -288,6 +385,7 @@ void GradientAllReducer::launch(Bucket& bucket) {
     return;
   }
 #endif
+  comm_.enter_collective();
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, bucket.flat.data_ptr(), int(bucket.flat.numel()),
                            mpi_type(bucket.flat), MPI_SUM, MPI_COMM_WORLD, &bucket.request),
             "MPI_Iallreduce");
@@ -309,7 +407,7 @@ void GradientAllReducer::synchronize() {
       launch(*bucket);
     }
     if (bucket->request != MPI_REQUEST_NULL)
-      check_mpi(MPI_Wait(&bucket->request, MPI_STATUS_IGNORE), "MPI_Wait");
+      comm_.wait_collective(&bucket->request, "the gradient all-reduce");
 #ifdef GRM_CUDA
     if (bucket->done) bucket->done->block(c10::cuda::getCurrentCUDAStream());
 #endif

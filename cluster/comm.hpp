@@ -22,6 +22,10 @@ class Comm {
   bool is_root() const { return rank_ == 0; }
   int local_rank() const { return local_rank_; }
 
+  // MPI collectives are watched: a rank that waits in one longer than $GRM_COLLECTIVE_TIMEOUT_S seconds
+  // (default 300) names the ranks that never reached it (each rank announces every collective it enters
+  // to its peers) and ends the whole job, instead of waiting forever on a stopped or hung peer.
+  // NCCL collectives (CUDA tensors) are not watched.
   void all_reduce_sum(torch::Tensor& tensor);  // in place; CPU tensors via MPI, CUDA via NCCL
   double all_reduce_sum(double value);
   void broadcast(torch::Tensor& tensor, int root = 0);  // in place
@@ -31,9 +35,19 @@ class Comm {
   void finalize();
 
  private:
+  friend class GradientAllReducer;
   Comm();
+  // The watch: enter() before posting a collective (announces it to the peers), wait() on its request.
+  void enter_collective();
+  void wait_collective(void* mpi_request, const char* what);
+  void drain_announcements();
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool mpi_ = false;
+  double collective_timeout_s_ = 300;
+  int64_t collectives_ = 0;         // collectives this rank has entered
+  std::vector<int64_t> announced_;  // per peer: the collectives it has announced entering
+  struct Announcement;
+  std::vector<std::unique_ptr<Announcement>> sends_;  // announcements still in flight
   struct Nccl;
   Nccl& nccl();  // GPU builds: started on first use
   std::unique_ptr<Nccl> nccl_;
