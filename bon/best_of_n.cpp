@@ -57,15 +57,18 @@ std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<st
   std::string path = (fs::path(out_dir) / "samples.jsonl").string();
   std::vector<BonSample> kept;
   if (fs::exists(path)) {
-    // Keep whole prompts only; the file is rewritten without a partial one.
+    // Keep whole prompts only: the killed run's partial prompt is dropped from the file (the log trimming
+    // train-rm and PPO use), and sampled again.
     auto existing = read_samples(path, true);
     std::map<int64_t, int64_t> per_prompt;
     for (const auto& s : existing) ++per_prompt[s.prompt_id];
+    auto whole = [&](int64_t prompt_id) { return per_prompt[prompt_id] == c.n_max; };
     for (const auto& s : existing)
-      if (per_prompt[s.prompt_id] == c.n_max) kept.push_back(s);
-    std::string text;
-    for (const auto& s : kept) text += sample_line(s);
-    write_file_atomic(path, text);
+      if (whole(s.prompt_id)) kept.push_back(s);
+    keep_jsonl_records(path, [&](const json& record) {
+      auto id = record.find("prompt_id");
+      return id != record.end() && id->is_number_integer() && whole(id->get<int64_t>());
+    });
   }
   int64_t done = int64_t(kept.size()) / std::max<int64_t>(1, c.n_max);
   if (done >= int64_t(prompts.size())) return kept;

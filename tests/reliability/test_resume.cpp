@@ -84,6 +84,28 @@ TEST(Reliability, EnsembleMetricsAfterAStopInALaterMemberEqualAnUninterruptedRun
   fs::remove_all(dir);
 }
 
+// A damaged checkpoint is an error naming the file and the remedy, not "stoll" or a zip-reader message.
+TEST(Reliability, DamagedCheckpointsAreErrorsNamingTheFile) {
+  auto dir = temp_dir("damaged_checkpoint");
+  auto c = tiny_config(dir);
+  std::string out = (dir / "out").string(), checkpoint = out + "/checkpoint/main";
+  ASSERT_FALSE(grm::train_reward_model(c, out, "", 5).finished);  // checkpoint at step 4
+  grm::write_file_atomic(checkpoint + "/latest", "step_abc\n");
+  std::string message = error_of([&] { grm::train_reward_model(c, out); });
+  EXPECT_NE(
+      message.find("latest: expected 'step_N', found 'step_abc' (delete " + checkpoint + " to restart)"),
+      std::string::npos)
+      << message;
+  grm::write_file_atomic(checkpoint + "/latest", "step_4\n");
+  std::string optimizer = checkpoint + "/step_4/optimizer.pt";
+  std::string bytes = grm::read_file(optimizer);
+  grm::write_file_atomic(optimizer, bytes.substr(0, bytes.size() / 2));  // truncated
+  message = error_of([&] { grm::train_reward_model(c, out); });
+  EXPECT_NE(message.find(optimizer + ": the optimizer state cannot be read"), std::string::npos) << message;
+  EXPECT_NE(message.find("delete " + checkpoint + " to restart"), std::string::npos) << message;
+  fs::remove_all(dir);
+}
+
 TEST(Reliability, KeepJsonlRecordsDropsTornAndLaterRows) {
   auto dir = temp_dir("keep_rows");
   auto path = (dir / "log.jsonl").string();
