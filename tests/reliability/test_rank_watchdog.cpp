@@ -67,9 +67,13 @@ TEST(Reliability, AStoppedRankIsNamedAndTheJobEnds) {
   c.optim.epochs = 500;  // long enough to be stopped in the middle
   grm::write_file_atomic((dir / "c.yaml").string(), grm::dump_config(c));
   fs::path out = dir / "out", log = dir / "log.txt";
-  std::string command = "GRM_COLLECTIVE_TIMEOUT_S=3 mpirun -np 2 --oversubscribe " + std::string(GRM_BINARY) +
-                        " train-rm --config " + (dir / "c.yaml").string() + " --out " + out.string() + " > " +
-                        log.string() + " 2>&1";
+  // Launched as the pipeline launches its stages (mpirun with the flags this machine needs: root, 2 cores).
+  std::string command = "GRM_COLLECTIVE_TIMEOUT_S=3";
+  for (const auto& arg : grm::launch_command(
+           "mpirun", 2, {},
+           {GRM_BINARY, "train-rm", "--config", (dir / "c.yaml").string(), "--out", out.string()}))
+    command += " " + arg;
+  command += " > " + log.string() + " 2>&1";
   pid_t job = grm::spawn_process({"sh", "-c", command}, {});
   auto wait_for = [](auto done, int seconds) {  // calls done() until it holds; false after `seconds`
     for (int i = 0; i < seconds * 20; ++i) {
