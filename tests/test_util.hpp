@@ -4,7 +4,11 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
+#include <utility>
 
 #include <cstdlib>
 #include <filesystem>
@@ -43,4 +47,16 @@ std::string error_of(F action) {
   }
   ADD_FAILURE() << "expected grm::Error";
   return "";
+}
+
+// What `command` (a shell command line) prints on stdout, byte for byte (append 2>&1 for stderr too), and
+// its exit status (-1 when a signal ended it).
+inline std::pair<std::string, int> run_command(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return {"", -1};
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
+  int status = ::pclose(pipe);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
 }

@@ -199,26 +199,26 @@ class Analysis {
   Setting choose_main(const std::string& method) const {
     std::vector<Setting> all = settings(method);
     if (all.empty()) return {method, "", "", ""};
-    std::string largest = all.back().size;
-    for (const auto& setting : all)
-      if (label_less(largest, setting.size)) largest = setting.size;
-    auto most_common = [](const std::map<std::string, int>& count) {
-      return std::max_element(count.begin(), count.end(),
-                              [](const auto& a, const auto& b) { return a.second < b.second; })
-          ->second;
-    };
+    const std::string& largest = all.back().size;  // settings() sorts by size first
+    // Counted over every size, chosen among what the largest size has (so there always is a choice).
+    std::vector<Setting> at_largest;
     std::map<std::string, int> head_count, alpha_count;
-    for (const auto& setting : all) ++head_count[setting.head];
-    std::string head;
-    for (const auto& [value, count] : head_count)
-      if (count == most_common(head_count)) head = value;
+    for (const auto& setting : all) {
+      ++head_count[setting.head];
+      if (setting.size == largest) at_largest.push_back(setting);
+    }
+    std::string head = at_largest.front().head;
+    for (const auto& setting : at_largest)
+      if (head_count[setting.head] > head_count[head]) head = setting.head;
     for (const auto& setting : all)
       if (setting.head == head) ++alpha_count[setting.alpha];
+    int top = 0;
+    for (const auto& setting : at_largest)
+      if (setting.head == head) top = std::max(top, alpha_count[setting.alpha]);
     std::optional<Setting> best;
     double best_accuracy = -1;
-    for (const auto& setting : all) {
-      if (setting.size != largest || setting.head != head) continue;
-      if (alpha_count[setting.alpha] != most_common(alpha_count)) continue;
+    for (const auto& setting : at_largest) {
+      if (setting.head != head || alpha_count[setting.alpha] != top) continue;
       if (!best) best = setting;
       auto id = id_set_.empty() ? std::nullopt : accuracy(setting, id_set_);
       if (id && id->mean > best_accuracy) best_accuracy = id->mean, best = setting;

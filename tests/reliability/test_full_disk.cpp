@@ -16,6 +16,7 @@
 #include "core/atomic_file.hpp"
 #include "core/config.hpp"
 #include "rm/train_rm.hpp"
+#include "tests/reliability/tiny_training.hpp"
 #include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -89,19 +90,7 @@ TEST(Reliability, TrainRmOnAFullDiskFailsWithAMessageAndLeavesNoTornCheckpoint) 
   fs::path disk = dir / "disk";
   fs::create_directories(disk);
   bool tmpfs = ::mount("tmpfs", disk.c_str(), "tmpfs", 0, "size=6m") == 0;
-  grm::TrainRmConfig c;
-  c.model = shared_path("models/tinystories-656k");
-  c.data.path = (dir / "pairs.jsonl").string();
-  std::string lines;
-  for (int i = 0; i < 32; ++i)
-    lines += nlohmann::json({{"prompt", "Once upon a time " + std::to_string(i)},
-                             {"chosen", " they were happy."},
-                             {"rejected", " they were sad."}})
-                 .dump() +
-             "\n";
-  grm::write_file_atomic(c.data.path, lines);
-  c.max_length = 24;
-  c.eval_fraction = 0;
+  grm::TrainRmConfig c = tiny_training(dir, 32, 24);
   c.checkpoint_every = 1;
   c.optim.max_steps = 2;
   grm::write_file_atomic((dir / "c.yaml").string(), grm::dump_config(c));

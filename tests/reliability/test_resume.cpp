@@ -8,6 +8,7 @@
 #include "core/atomic_file.hpp"
 #include "core/text_io.hpp"
 #include "rm/train_rm.hpp"
+#include "tests/reliability/tiny_training.hpp"
 #include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -16,20 +17,7 @@ using json = nlohmann::json;
 namespace {
 
 grm::TrainRmConfig tiny_config(const fs::path& dir) {
-  grm::TrainRmConfig c;
-  c.model = shared_path("models/tinystories-656k");
-  c.data.path = (dir / "pairs.jsonl").string();
-  std::string lines;
-  for (int i = 0; i < 96; ++i)
-    lines += json({{"prompt", "Once upon a time, Tom had a ball " + std::to_string(i) + "."},
-                   {"chosen", " He played and was happy."},
-                   {"rejected", " He cried and was sad."}})
-                 .dump() +
-             "\n";
-  grm::write_file_atomic(c.data.path, lines);
-  c.max_length = 32;
-  c.threads = 1;
-  c.eval_fraction = 0;
+  grm::TrainRmConfig c = tiny_training(dir, 96, 32);
   c.rm.head = "linear";
   c.optim.batch_size = 8;
   c.optim.epochs = 1;  // 12 steps

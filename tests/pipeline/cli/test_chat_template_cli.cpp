@@ -1,7 +1,5 @@
 // `grm chat-template` prints exactly what apply_chat_template(tokenize=False) gives: the first case of
 // every fixture template, through --template, and a model directory's own template and tokens.
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -16,16 +14,6 @@ namespace fs = std::filesystem;
 using nlohmann::ordered_json;
 
 namespace {
-
-// stdout of `command`, byte for byte, and its exit status.
-std::pair<std::string, int> run(const std::string& command) {
-  std::string out;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
-  int status = ::pclose(pipe);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
 
 std::string quoted(const std::string& text) {
   return "'" + text + "'";  // the fixture tokens hold no single quotes
@@ -54,7 +42,7 @@ TEST(ChatTemplateCli, PrintsTheFirstCaseOfEveryFixtureTemplateExactly) {
                           quoted(c.value("bos_token", "")) + " --eos-token " +
                           quoted(c.value("eos_token", "")) +
                           (c.value("add_generation_prompt", false) ? " --add-generation-prompt" : "");
-    auto [out, status] = run(command);
+    auto [out, status] = run_command(command);
     EXPECT_EQ(status, 0) << name;
     EXPECT_EQ(out, c["rendered"].get<std::string>()) << name;
   }
@@ -73,20 +61,21 @@ TEST(ChatTemplateCli, ReadsTheModelsTemplateAndTokensAndNamesMissingOnes) {
                                        {"eos_token", "</s>"}})
                              .dump());
   grm::write_file_atomic((dir / "m.json").string(), R"([{"role": "user", "content": "Hi"}])");
-  auto [out, status] = run(std::string(GRM_BINARY) + " chat-template --model " + (dir / "model").string() +
-                           " --messages " + (dir / "m.json").string() + " --add-generation-prompt");
+  auto [out, status] =
+      run_command(std::string(GRM_BINARY) + " chat-template --model " + (dir / "model").string() +
+                  " --messages " + (dir / "m.json").string() + " --add-generation-prompt");
   EXPECT_EQ(status, 0);
   EXPECT_EQ(out, "<s><user>Hi</s><assistant>");
   // A model without a template, and a template that raises: clear errors, non-zero exits.
   fs::remove((dir / "model/tokenizer_config.json"));
-  EXPECT_NE(run(std::string(GRM_BINARY) + " chat-template --model " + (dir / "model").string() +
-                " --messages " + (dir / "m.json").string() + " 2>&1")
+  EXPECT_NE(run_command(std::string(GRM_BINARY) + " chat-template --model " + (dir / "model").string() +
+                        " --messages " + (dir / "m.json").string() + " 2>&1")
                 .first.find("has no chat template"),
             std::string::npos);
   grm::write_file_atomic((dir / "raise.jinja").string(), "{{ raise_exception('Only user turns here') }}");
   auto [error, code] =
-      run(std::string(GRM_BINARY) + " chat-template --template " + (dir / "raise.jinja").string() +
-          " --messages " + (dir / "m.json").string() + " 2>&1");
+      run_command(std::string(GRM_BINARY) + " chat-template --template " + (dir / "raise.jinja").string() +
+                  " --messages " + (dir / "m.json").string() + " 2>&1");
   EXPECT_NE(code, 0);
   EXPECT_NE(error.find("Only user turns here"), std::string::npos) << error;
   fs::remove_all(dir);

@@ -1,7 +1,5 @@
 // Small promises of the command line, each once broken: generate's spacing at the prompt seam, tokenizing
 // an empty text, and `grm run --out`.
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <filesystem>
 
@@ -11,13 +9,9 @@
 
 namespace {
 
+// Output and errors together: the tests read messages as a user sees them.
 std::pair<std::string, int> run(const std::string& command) {
-  std::string out;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
-  int status = ::pclose(pipe);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+  return run_command(command + " 2>&1");
 }
 
 const std::string kGrm = GRM_BINARY;

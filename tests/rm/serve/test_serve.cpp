@@ -241,27 +241,43 @@ TEST(RewardProtocol, ParsesUrls) {
 
 // ---- batcher ------------------------------------------------------------------------------------------
 
+// A batcher's scorer that holds its first batch until release(), so the requests submitted meanwhile
+// queue up behind it and the batches that follow are known exactly; it records every batch's size.
+class GatedScorer {
+ public:
+  BatchScorer scorer() {
+    return [this](const std::vector<ScoreItem>& batch) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        sizes_.push_back(batch.size());
+        if (sizes_.size() == 1) first_entered_.set_value();
+      }
+      released_.wait();
+      std::vector<double> rewards;
+      for (const auto& item : batch) rewards.push_back(fake_reward(item));
+      return rewards;
+    };
+  }
+  void wait_for_first_batch() { first_entered_.get_future().wait(); }
+  void release() { release_.set_value(); }
+  std::vector<size_t> sizes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return sizes_;
+  }
+
+ private:
+  std::promise<void> release_;
+  std::shared_future<void> released_ = release_.get_future().share();
+  std::promise<void> first_entered_;
+  std::mutex mutex_;
+  std::vector<size_t> sizes_;
+};
+
 // The scorer blocks on its first batch, so the next requests queue up behind it and the batches that
 // follow are known exactly.
 TEST(RewardBatcher, PacksQueuedRequestsAndSplitsLargeOnes) {
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::promise<void> first_entered;
-  std::mutex mutex;
-  std::vector<size_t> sizes;
-  RewardBatcher batcher(
-      [&](const std::vector<ScoreItem>& batch) {
-        {
-          std::lock_guard<std::mutex> lock(mutex);
-          sizes.push_back(batch.size());
-          if (sizes.size() == 1) first_entered.set_value();
-        }
-        released.wait();
-        std::vector<double> rewards;
-        for (const auto& item : batch) rewards.push_back(fake_reward(item));
-        return rewards;
-      },
-      /*max_batch=*/5, /*max_wait_ms=*/0);
+  GatedScorer gate;
+  RewardBatcher batcher(gate.scorer(), /*max_batch=*/5, /*max_wait_ms=*/0);
   std::vector<std::promise<std::vector<double>>> answers(3);
   auto done = [&](size_t i) {
     return [&answers, i](std::vector<double> rewards, std::string error) {
@@ -270,15 +286,15 @@ TEST(RewardBatcher, PacksQueuedRequestsAndSplitsLargeOnes) {
     };
   };
   batcher.submit(query_items({"a"}), done(0));
-  first_entered.get_future().wait();
+  gate.wait_for_first_batch();
   batcher.submit(query_items({"bb", "ccc", "dddd"}), done(1));
   batcher.submit(query_items({"1", "22", "333", "4444"}), done(2));
-  release.set_value();
+  gate.release();
   EXPECT_EQ(answers[0].get_future().get(), (std::vector<double>{1}));
   EXPECT_EQ(answers[1].get_future().get(), (std::vector<double>{2, 3, 4}));
   EXPECT_EQ(answers[2].get_future().get(), (std::vector<double>{1, 2, 3, 4}));
   batcher.stop();
-  EXPECT_EQ(sizes, (std::vector<size_t>{1, 5, 2}));
+  EXPECT_EQ(gate.sizes(), (std::vector<size_t>{1, 5, 2}));
 }
 
 TEST(RewardBatcher, FailedBatchFailsItsRequestsOnceAndDropsTheirRest) {
@@ -325,28 +341,12 @@ TEST(RewardBatcher, FailedBatchFailsItsRequestsOnceAndDropsTheirRest) {
 
 // A one-text request queued behind a huge one is answered in the next batch, not after all of it.
 TEST(RewardBatcher, ASmallRequestIsNotHeldBehindAHugeOne) {
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::promise<void> first_entered;
-  std::mutex mutex;
-  std::vector<size_t> sizes;
+  GatedScorer gate;
   std::atomic<size_t> batches_before_small{0};
-  RewardBatcher batcher(
-      [&](const std::vector<ScoreItem>& batch) {
-        {
-          std::lock_guard<std::mutex> lock(mutex);
-          sizes.push_back(batch.size());
-          if (sizes.size() == 1) first_entered.set_value();
-        }
-        released.wait();
-        std::vector<double> rewards;
-        for (const auto& item : batch) rewards.push_back(fake_reward(item));
-        return rewards;
-      },
-      /*max_batch=*/4, /*max_wait_ms=*/0);
+  RewardBatcher batcher(gate.scorer(), /*max_batch=*/4, /*max_wait_ms=*/0);
   std::promise<void> huge_done, small_done;
   batcher.submit(query_items({"a"}), [](std::vector<double>, std::string) {});
-  first_entered.get_future().wait();
+  gate.wait_for_first_batch();
   batcher.submit(query_items(std::vector<std::string>(40, "xx")), [&](std::vector<double> r, std::string e) {
     EXPECT_EQ(r.size(), 40u);
     EXPECT_EQ(e, "");
@@ -355,16 +355,15 @@ TEST(RewardBatcher, ASmallRequestIsNotHeldBehindAHugeOne) {
   batcher.submit(query_items({"yyy"}), [&](std::vector<double> r, std::string e) {
     EXPECT_EQ(r, std::vector<double>{3});
     EXPECT_EQ(e, "");
-    std::lock_guard<std::mutex> lock(mutex);
-    batches_before_small = sizes.size();
+    batches_before_small = gate.sizes().size();  // called on the batching thread, after its batch
     small_done.set_value();
   });
-  release.set_value();
+  gate.release();
   small_done.get_future().wait();
   huge_done.get_future().wait();
   batcher.stop();
   EXPECT_EQ(batches_before_small.load(), 2u);  // the blocked first batch, then a shared one
-  EXPECT_EQ(sizes, (std::vector<size_t>{1, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 1}));  // 40 + 1 in 4s, then 1
+  EXPECT_EQ(gate.sizes(), (std::vector<size_t>{1, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 1}));  // 40 + 1 in 4s, then 1
 }
 
 TEST(RewardBatcher, WrongNumberOfRewardsIsAnError) {
