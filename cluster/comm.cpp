@@ -33,6 +33,10 @@ void check_mpi(int code, const char* what) {
   fail("MPI {} failed: {}", what, std::string(message, size_t(length)));
 }
 
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 MPI_Datatype mpi_type(const torch::Tensor& t) {
   switch (t.scalar_type()) {
     case torch::kFloat32:
@@ -134,6 +138,7 @@ Comm::Comm() {
   MPI_Comm_free(&local);
   log::set_rank(rank_, size_);
   announced_.assign(size_t(size_), 0);
+  heard_at_.assign(size_t(size_), steady_seconds());
   if (const char* env = std::getenv("GRM_COLLECTIVE_TIMEOUT_S"); env && std::atof(env) > 0)
     collective_timeout_s_ = std::atof(env);
 }
@@ -151,6 +156,12 @@ struct Comm::Announcement {
 
 void Comm::enter_collective() {
   ++collectives_;
+  announce();
+}
+
+// Tells every peer "I am alive, at collective N": on entering a collective and, while waiting in one,
+// every heartbeat. A stopped or hung rank is the one that falls silent.
+void Comm::announce() {
   // Drop the announcements that have gone out; a tiny message completes at once under the eager protocol.
   sends_.erase(std::remove_if(sends_.begin(), sends_.end(),
                               [](const std::unique_ptr<Announcement>& a) {
@@ -178,32 +189,37 @@ void Comm::drain_announcements() {
     if (!pending) return;
     int64_t collective = 0;
     MPI_Recv(&collective, 1, MPI_INT64_T, status.MPI_SOURCE, kAnnounceTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    auto& seen = announced_[size_t(status.MPI_SOURCE)];
-    seen = std::max(seen, collective);
+    auto peer = size_t(status.MPI_SOURCE);
+    announced_[peer] = std::max(announced_[peer], collective);
+    heard_at_[peer] = steady_seconds();
   }
 }
 
 void Comm::wait_collective(void* mpi_request, const char* what) {
   auto* request = static_cast<MPI_Request*>(mpi_request);
-  const auto start = std::chrono::steady_clock::now();
+  const double start = steady_seconds(), heartbeat = std::min(1.0, collective_timeout_s_ / 4);
+  double next_heartbeat = start + heartbeat;
   for (int polls = 0;; ++polls) {
     int done = 0;
     check_mpi(MPI_Test(request, &done, MPI_STATUS_IGNORE), what);
     if (done) return;
     drain_announcements();
-    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (waited > collective_timeout_s_) {
+    double now = steady_seconds();
+    if (now >= next_heartbeat) announce(), next_heartbeat = now + heartbeat;
+    if (now - start > collective_timeout_s_) {
+      // Silent: not heard from for two heartbeats (a peer waiting with us keeps announcing itself).
       std::string silent;
       for (int peer = 0; peer < size_; ++peer)
-        if (peer != rank_ && announced_[size_t(peer)] < collectives_)
-          silent += (silent.empty() ? "" : ", ") + std::to_string(peer);
+        if (peer != rank_ && now - heard_at_[size_t(peer)] > 2 * heartbeat)
+          silent +=
+              fmt::format("{}rank {} (last heard {:.1f} s ago, at collective {})", silent.empty() ? "" : ", ",
+                          peer, now - heard_at_[size_t(peer)], announced_[size_t(peer)]);
       std::fprintf(stderr,
                    "rank %d: waited %.0f s in %s (collective %lld) for %s; stopping every rank "
                    "(GRM_COLLECTIVE_TIMEOUT_S=%g)\n",
-                   rank_, waited, what, (long long)collectives_,
-                   silent.empty()
-                       ? "a collective every rank has entered: the interconnect is stuck"
-                       : ("rank " + silent + ", which stopped responding (stopped, hung or dead)").c_str(),
+                   rank_, now - start, what, (long long)collectives_,
+                   silent.empty() ? "peers that all still answer: the interconnect is stuck"
+                                  : (silent + ", which stopped responding (stopped, hung or dead)").c_str(),
                    collective_timeout_s_);
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 1);

@@ -22,9 +22,10 @@ class Comm {
   bool is_root() const { return rank_ == 0; }
   int local_rank() const { return local_rank_; }
 
-  // MPI collectives are watched: a rank that waits in one longer than $GRM_COLLECTIVE_TIMEOUT_S seconds
-  // (default 300) names the ranks that never reached it (each rank announces every collective it enters
-  // to its peers) and ends the whole job, instead of waiting forever on a stopped or hung peer.
+  // MPI collectives are watched: every rank announces itself to its peers on entering a collective and
+  // every second while waiting in one; a rank that waits longer than $GRM_COLLECTIVE_TIMEOUT_S seconds
+  // (default 300) names the peers it has not heard from and ends the whole job, instead of waiting
+  // forever on a stopped or hung peer.
   // NCCL collectives (CUDA tensors) are not watched.
   void all_reduce_sum(torch::Tensor& tensor);  // in place; CPU tensors via MPI, CUDA via NCCL
   double all_reduce_sum(double value);
@@ -39,6 +40,7 @@ class Comm {
   Comm();
   // The watch: enter() before posting a collective (announces it to the peers), wait() on its request.
   void enter_collective();
+  void announce();
   void wait_collective(void* mpi_request, const char* what);
   void drain_announcements();
   int rank_ = 0, size_ = 1, local_rank_ = 0;
@@ -46,6 +48,7 @@ class Comm {
   double collective_timeout_s_ = 300;
   int64_t collectives_ = 0;         // collectives this rank has entered
   std::vector<int64_t> announced_;  // per peer: the collectives it has announced entering
+  std::vector<double> heard_at_;    // per peer: when it last announced itself (steady clock, seconds)
   struct Announcement;
   std::vector<std::unique_ptr<Announcement>> sends_;  // announcements still in flight
   struct Nccl;

@@ -17,6 +17,7 @@
 #include "core/atomic_file.hpp"
 #include "core/config.hpp"
 #include "rm/train_rm.hpp"
+#include "tests/reliability/tiny_training.hpp"
 #include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -47,20 +48,7 @@ pid_t find_rank(int rank, const std::string& marker) {
 
 TEST(Reliability, AStoppedRankIsNamedAndTheJobEnds) {
   auto dir = temp_dir("rank_watchdog");
-  grm::TrainRmConfig c;
-  c.model = shared_path("models/tinystories-656k");
-  c.data.path = (dir / "pairs.jsonl").string();
-  std::string lines;
-  for (int i = 0; i < 64; ++i)
-    lines += nlohmann::json({{"prompt", "Once upon a time " + std::to_string(i)},
-                             {"chosen", " they were happy."},
-                             {"rejected", " they were sad."}})
-                 .dump() +
-             "\n";
-  grm::write_file_atomic(c.data.path, lines);
-  c.max_length = 24;
-  c.eval_fraction = 0;
-  c.threads = 1;
+  grm::TrainRmConfig c = tiny_training(dir, 64, 24);
   c.log_every = 1;
   c.checkpoint_every = 0;
   c.optim.batch_size = 2;
@@ -98,7 +86,9 @@ TEST(Reliability, AStoppedRankIsNamedAndTheJobEnds) {
   EXPECT_NE(status->code, 0);
   std::string text = file_text(log);
   EXPECT_NE(text.find("rank 0: waited"), std::string::npos) << text;
-  EXPECT_NE(text.find("for rank 1, which stopped responding"), std::string::npos) << text;
+  // Named whether it stopped before or inside the collective: by its silence, not by what it announced.
+  EXPECT_NE(text.find("for rank 1 (last heard "), std::string::npos) << text;
+  EXPECT_NE(text.find("which stopped responding"), std::string::npos) << text;
   fs::remove_all(dir);
 }
 
