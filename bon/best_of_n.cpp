@@ -1,6 +1,7 @@
 #include "bon/best_of_n.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <thread>
 
@@ -9,6 +10,7 @@
 #include "bon/estimator.hpp"
 #include "cluster/comm.hpp"
 #include "core/atomic_file.hpp"
+#include "core/correlation.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/text_io.hpp"
@@ -214,12 +216,23 @@ void run_best_of_n(const BonConfig& c, const std::string& out_dir, const std::st
               n_prompts);
     return;
   }
-  auto gold = by_prompt(scores_for("gold", c.gold, samples, out_dir, config_dir), n_prompts, n);
-  BonCurves result{n, n_prompts, {}};
+  auto gold_flat = scores_for("gold", c.gold, samples, out_dir, config_dir);
+  auto gold = by_prompt(gold_flat, n_prompts, n);
+  BonCurves result{n, n_prompts, {}, {}, {}};
+  std::vector<double> lengths;
+  for (const auto& sample : samples) lengths.push_back(double(sample.tokens));
+  // JSON has no NaN: an undefined correlation is left out of the maps.
+  auto keep = [](std::map<std::string, double>& into, const std::string& key, double value) {
+    if (std::isfinite(value)) into[key] = value;
+  };
+  keep(result.length_correlation, "gold", pearson(gold_flat, lengths));
   std::string csv =
       "proxy,n,kl,proxy_mean,proxy_lo,proxy_hi,gold_mean,gold_lo,gold_hi,proxy_norm,gold_norm\n";
   for (const auto& [name, scorer] : proxies) {
-    auto proxy = by_prompt(scores_for("proxy_" + name, scorer, samples, out_dir, config_dir), n_prompts, n);
+    auto proxy_flat = scores_for("proxy_" + name, scorer, samples, out_dir, config_dir);
+    auto proxy = by_prompt(proxy_flat, n_prompts, n);
+    keep(result.length_correlation, name, pearson(proxy_flat, lengths));
+    keep(result.proxy_gold_spearman, name, spearman(proxy_flat, gold_flat));
     auto curve = best_of_n_curve(proxy, gold, c.bootstrap, c.seed);
     for (const auto& p : curve) {
       csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f}\n", name, p.n,
@@ -270,13 +283,19 @@ void from_json(const json& in, BonPoint& p) {
 }
 
 void to_json(json& out, const BonCurves& curves) {
-  out = {{"n_max", curves.n_max}, {"n_prompts", curves.n_prompts}, {"curves", curves.curves}};
+  out = {{"n_max", curves.n_max},
+         {"n_prompts", curves.n_prompts},
+         {"curves", curves.curves},
+         {"length_correlation", curves.length_correlation},
+         {"proxy_gold_spearman", curves.proxy_gold_spearman}};
 }
 
 void from_json(const json& in, BonCurves& curves) {
   curves.n_max = in.value("n_max", int64_t(0));
   curves.n_prompts = in.value("n_prompts", int64_t(0));
   curves.curves = in.value("curves", decltype(curves.curves){});
+  curves.length_correlation = in.value("length_correlation", decltype(curves.length_correlation){});
+  curves.proxy_gold_spearman = in.value("proxy_gold_spearman", decltype(curves.proxy_gold_spearman){});
 }
 
 }  // namespace grm

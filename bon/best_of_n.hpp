@@ -85,12 +85,16 @@ struct BonPoint {
 void to_json(nlohmann::json& json, const BonPoint& point);
 void from_json(const nlohmann::json& json, BonPoint& point);
 
-// bon_curves.json: {"n_max", "n_prompts", "curves": {proxy name: [BonPoint, ...]}}. A proxy given by
+// bon_curves.json: {"n_max", "n_prompts", "curves": {proxy name: [BonPoint, ...]}, "length_correlation",
+// "proxy_gold_spearman"}. A proxy given by
 // proxy_models is named after its stage folder, the proxy stage's id in a pipeline run.
 struct BonCurves {
   int64_t n_max = 0;      // samples per prompt
   int64_t n_prompts = 0;  // prompts the curves average over
   std::map<std::string, std::vector<BonPoint>> curves;
+  // Over every sample: Pearson's r of each scorer's reward ("gold" and each proxy) with response length
+  // in tokens, and Spearman's rho of each proxy with the gold (core/correlation.hpp; NaN when undefined).
+  std::map<std::string, double> length_correlation, proxy_gold_spearman;
 };
 void to_json(nlohmann::json& json, const BonCurves& curves);
 // A missing count reads as 0, missing curves as none.

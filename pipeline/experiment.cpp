@@ -64,6 +64,7 @@ void check_sizes(const Experiment& e, const std::string& path) {
 }  // namespace
 
 std::string method_label(const RmConfig& rm) {
+  if (rm.method == "ensemble" && rm.ensemble.combine != "mean") return "ensemble-" + rm.ensemble.combine;
   if (rm.method != "grm") return rm.method;
   return rm.reg == "sft" ? "grm" : "grm-" + rm.reg;
 }
@@ -116,6 +117,11 @@ Plan plan_experiment(const std::string& path, const std::vector<std::string>& ov
     if (e.rm.method != "label_smooth") e.rm.label_smoothing = RmConfig().label_smoothing;
     if (e.rm.method != "margin") e.rm.margin_scale = RmConfig().margin_scale;
     if (e.rm.method != "ensemble") e.rm.ensemble = EnsembleConfig();
+    if (e.rm.method != "bsr") e.rm.bsr_lambda = RmConfig().bsr_lambda;
+    if (e.rm.method != "center") e.rm.center_coef = RmConfig().center_coef;
+    if (e.rm.method != "inform") e.rm.inform = InfoRmConfig();
+    if (e.rm.method != "odin") e.rm.odin = OdinConfig();
+    if (e.rm.method != "warm") e.rm.warm = WarmConfig();
     std::map<std::string, std::string> labels = {
         {"method", method_label(e.rm)},
         {"alpha", number_label(e.rm.method == "grm" ? e.rm.alpha : 0.0)},

@@ -147,7 +147,8 @@ struct Plan {
 // swept or not.
 Plan plan_experiment(const std::string& path, const std::vector<std::string>& overrides);
 
-// "grm", "grm-dpo", ... for GRM variants; the method name otherwise. Reports group by it.
+// "grm", "grm-dpo", ... for GRM variants; "ensemble-uwo", ... for ensembles not combined by their mean;
+// the method name otherwise. Reports group by it.
 std::string method_label(const RmConfig& rm);
 
 }  // namespace grm

@@ -10,6 +10,7 @@
 
 #include "cluster/comm.hpp"
 #include "core/atomic_file.hpp"
+#include "core/correlation.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/text_io.hpp"
@@ -318,8 +319,14 @@ class PpoTrainer {
     comm_.all_reduce_sum(batch);
     std::vector<double> scores = raw_scores;
     if (c_.reward_norm) {
-      reward_moments_.add(batch[0].item<double>(), batch[1].item<double>(), batch[2].item<double>());
-      for (double& s : scores) s = (s - reward_moments_.mean) / (reward_moments_.std() + 1e-8);
+      // The proxy's own training statistics when it recorded them (fixed, so a reward means the same at
+      // every step); running moments of the scores seen so far otherwise.
+      if (auto stats = proxy_->reward_statistics()) {
+        for (double& s : scores) s = (s - stats->mean) / stats->std;
+      } else {
+        reward_moments_.add(batch[0].item<double>(), batch[1].item<double>(), batch[2].item<double>());
+        for (double& s : scores) s = (s - reward_moments_.mean) / (reward_moments_.std() + 1e-8);
+      }
     }
 
     auto mask = rollout.response_mask.to(torch::kFloat32);  // (N, R)
@@ -451,9 +458,17 @@ class PpoTrainer {
     int64_t n_prompts = std::min<int64_t>(c_.n_eval_prompts, int64_t(eval_.size()));
     for (int64_t i = comm_.rank(); i < n_prompts; i += comm_.size()) mine.push_back(size_t(i));
     double n = 0, proxy = 0, gold = 0, kl = 0, length = 0;
+    // Moments of (length, proxy, gold) over the samples, for the length correlations: sums of x, x^2
+    // and of each reward times length, added over ranks.
+    double l2 = 0, proxy2 = 0, gold2 = 0, proxy_l = 0, gold_l = 0;
     // Each rank fills its prompts' means; the all-reduce sum then holds every prompt's once.
     auto per_prompt = torch::zeros({2, std::max<int64_t>(n_prompts, 1)}, torch::kFloat64);
     auto per_prompt_sums = per_prompt.accessor<double, 2>();
+    // And every sample's (proxy, gold), at row prompt * k + sample, for the proxy-gold rank correlation.
+    int64_t k = c_.eval_samples_per_prompt;
+    auto per_sample = torch::zeros({2, std::max<int64_t>(n_prompts * k, 1)}, torch::kFloat64);
+    auto per_sample_scores = per_sample.accessor<double, 2>();
+    auto sample_row = [&](size_t j) { return int64_t(mine[j / size_t(k)]) * k + int64_t(j % size_t(k)); };
     double share = 1.0 / double(std::max<int64_t>(1, c_.eval_samples_per_prompt));
     if (!mine.empty()) {
       auto rollout = sample(eval_, mine, c_.eval_samples_per_prompt,
@@ -463,27 +478,46 @@ class PpoTrainer {
             rollout.response_mask.to(torch::kFloat32))
                .sum()
                .item<double>();
+      auto lengths = rollout.response_mask.sum(1).to(torch::kFloat64);
+      auto row_length = lengths.accessor<double, 1>();
+      for (int64_t j = 0; j < lengths.size(0); ++j) l2 += row_length[j] * row_length[j];
       // Rows are prompt-major: row j belongs to mine[j / eval_samples_per_prompt].
       auto proxy_scores = proxy_->score(rollout.texts);
       for (size_t j = 0; j < proxy_scores.size(); ++j) {
         proxy += proxy_scores[j];
+        proxy2 += proxy_scores[j] * proxy_scores[j], proxy_l += proxy_scores[j] * row_length[int64_t(j)];
+        per_sample_scores[0][sample_row(j)] = proxy_scores[j];
         per_prompt_sums[0][int64_t(mine[j / size_t(c_.eval_samples_per_prompt)])] += share * proxy_scores[j];
       }
       if (gold_) {
         auto gold_scores = gold_->score(rollout.texts);
         for (size_t j = 0; j < gold_scores.size(); ++j) {
           gold += gold_scores[j];
+          gold2 += gold_scores[j] * gold_scores[j], gold_l += gold_scores[j] * row_length[int64_t(j)];
+          per_sample_scores[1][sample_row(j)] = gold_scores[j];
           per_prompt_sums[1][int64_t(mine[j / size_t(c_.eval_samples_per_prompt)])] += share * gold_scores[j];
         }
       }
       n = double(rollout.n_rows());
       length = double(rollout.n_response_tokens);
     }
-    auto sums = torch::tensor({n, proxy, gold, kl, length}, torch::kFloat64);
+    auto sums =
+        torch::tensor({n, proxy, gold, kl, length, l2, proxy2, gold2, proxy_l, gold_l}, torch::kFloat64);
     comm_.all_reduce_sum(sums);
     comm_.all_reduce_sum(per_prompt);
+    if (gold_) comm_.all_reduce_sum(per_sample);
     auto s = sums.accessor<double, 1>();
     EvalPoint point{step, s[3] / s[0], s[1] / s[0], s[4] / s[0], std::nullopt, int64_t(s[0]), {}, {}};
+    point.proxy_length_corr = pearson_from_sums(s[0], s[4], s[1], s[5], s[6], s[8]);
+    if (gold_) {
+      point.gold_length_corr = pearson_from_sums(s[0], s[4], s[2], s[5], s[7], s[9]);
+      auto all = per_sample.narrow(1, 0, n_prompts * k).contiguous();
+      auto row = [&](int64_t i) {
+        auto r = all[i];
+        return std::vector<double>(r.data_ptr<double>(), r.data_ptr<double>() + r.numel());
+      };
+      point.proxy_gold_spearman = spearman(row(0), row(1));
+    }
     auto summed = per_prompt.accessor<double, 2>();
     for (int64_t i = 0; i < n_prompts; ++i) point.proxy_per_prompt.push_back(summed[0][i]);
     if (gold_) {
@@ -586,6 +620,11 @@ void to_json(json& out, const EvalPoint& point) {
   out = {{"step", point.step},     {"kl", point.kl},
          {"proxy", point.proxy},   {"gold", point.gold ? json(*point.gold) : json(nullptr)},
          {"length", point.length}, {"samples", point.samples}};
+  out["proxy_length_corr"] =
+      std::isnan(point.proxy_length_corr) ? json(nullptr) : json(point.proxy_length_corr);
+  out["gold_length_corr"] = std::isnan(point.gold_length_corr) ? json(nullptr) : json(point.gold_length_corr);
+  out["proxy_gold_spearman"] =
+      std::isnan(point.proxy_gold_spearman) ? json(nullptr) : json(point.proxy_gold_spearman);
   out["proxy_per_prompt"] = point.proxy_per_prompt;
   out["gold_per_prompt"] = point.gold_per_prompt;
 }
@@ -598,6 +637,9 @@ void from_json(const json& in, EvalPoint& point) {
   double gold = number_or_nan(in, "gold");
   point.gold = std::isnan(gold) ? std::nullopt : std::optional<double>(gold);
   point.samples = in.value("samples", int64_t(0));
+  point.proxy_length_corr = number_or_nan(in, "proxy_length_corr");
+  point.gold_length_corr = number_or_nan(in, "gold_length_corr");
+  point.proxy_gold_spearman = number_or_nan(in, "proxy_gold_spearman");
   point.proxy_per_prompt = in.value("proxy_per_prompt", std::vector<double>{});
   point.gold_per_prompt = in.value("gold_per_prompt", std::vector<double>{});
 }

@@ -19,7 +19,8 @@
 // log pi - log pi_ref (both at the sampling temperature), and mean response length.
 //
 // Writes into the output directory:
-//   ppo_curve.jsonl  an EvalPoint per evaluation: {"step","kl","proxy","gold","length","samples"}
+//   ppo_curve.jsonl  an EvalPoint per evaluation: {"step","kl","proxy","gold","length","samples",
+//                     "proxy_length_corr","gold_length_corr","proxy_gold_spearman",per-prompt means}
 //   metrics.jsonl    {"step","policy_loss","value_loss","entropy","kl","kl_coef","score","return",
 //                     "clipfrac","tokens_per_s","samples_per_s",...} per step
 //   policy/          the final actor (Hugging Face layout, LoRA merged) with the tokenizer files
@@ -29,6 +30,7 @@
 // parameters as an uninterrupted run.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -90,7 +92,9 @@ struct PpoConfig {
   LoraConfig lora;
   CriticConfig critic;
   KlConfig kl;
-  bool reward_norm = false;  // scores minus running mean, over running std
+  // Proxy scores normalized: by the proxy model's training statistics (config.json mean/std) when it has
+  // them, else by the running mean and std of the scores so far.
+  bool reward_norm = false;
   // Advantages to mean 0, std 1 over each step's batch. With a sparse proxy (most scores 0) this scales
   // the KL penalty's tiny per-token terms up to the size of the score's, which can teach the policy to
   // end its responses at once; turn it off there.
@@ -179,6 +183,12 @@ struct EvalPoint {
   // Per held-out prompt (the first n_eval_prompts, in file order), the mean over its samples: the paired
   // items of intervals on the rise since step 0 and on differences between runs on the same prompts.
   std::vector<double> proxy_per_prompt, gold_per_prompt;  // gold: empty without a gold scorer
+  // Pearson correlation of each sample's reward with its response length in tokens, over every held-out
+  // sample: a proxy that PPO drives toward length shows it rising (NaN without a gold scorer, or in older
+  // files).
+  double proxy_length_corr = NAN, gold_length_corr = NAN;
+  // Spearman's rho of the proxy's and the gold's rewards over the held-out samples (NaN without a gold).
+  double proxy_gold_spearman = NAN;
 };
 // The keys are the field names. "step" is required; a missing number reads as NaN (core/text_io.hpp),
 // a missing gold as none.

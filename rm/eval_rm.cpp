@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/text_io.hpp"
+#include "rm/rewardbench2.hpp"
 
 namespace grm {
 
@@ -65,6 +66,29 @@ EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& 
   return out;
 }
 
+EvalSetResult evaluate_rewardbench2(Scorer& scorer, const EvalSetConfig& set) {
+  auto records = read_rewardbench2(set.data.path, set.data.limit);
+  std::vector<ScoreItem> items;
+  for (const auto& record : records)
+    for (const auto& response : record.responses) items.push_back({record.prompt, response});
+  auto rewards = scorer.score(items);
+  if (rewards.size() != items.size())
+    fail("scorer returned {} rewards for {} texts", rewards.size(), items.size());
+  std::vector<std::vector<double>> scores;
+  size_t next = 0;
+  for (const auto& record : records) {
+    scores.emplace_back(rewards.begin() + long(next), rewards.begin() + long(next + record.responses.size()));
+    next += record.responses.size();
+  }
+  auto rb2 = score_rewardbench2(records, scores);
+  EvalSetResult out;
+  out.accuracy = rb2.score;
+  out.n = int64_t(records.size());
+  for (const auto& [subset, value] : rb2.subsets) out.sections[subset] = {value, rb2.subset_prompts[subset]};
+  out.section_score = rb2.score;
+  return out;
+}
+
 EvalSetConfig with_benchmark_defaults(EvalSetConfig set) {
   if (set.benchmark != "rewardbench") return set;
   const std::map<std::string, std::vector<std::string>> sections = {
@@ -87,6 +111,11 @@ EvalRmResult evaluate_reward_model(const EvalRmConfig& config, const std::string
   auto scorer = make_scorer(config.scorer, config_dir);
   EvalRmResult result;
   for (const auto& [name, given] : config.sets) {
+    if (given.benchmark == "rewardbench2") {
+      const EvalSetResult& scored = result.sets[name] = evaluate_rewardbench2(*scorer, given);
+      log::info("{}: RewardBench 2 score {:.4f} on {} prompts", name, scored.accuracy, scored.n);
+      continue;
+    }
     EvalSetConfig set = with_benchmark_defaults(given);
     auto pairs = read_preferences(set.data);
     const EvalSetResult& scored = result.sets[name] = evaluate_pairs(*scorer, pairs, set);

@@ -4,7 +4,9 @@
 // subsets' accuracies weighted by their pair counts (so, pooled pairs), a count in subset_weights taking
 // the place of a subset's own, and the sections' score is the plain mean over sections. RewardBench v1's
 // official scorer counts math-prm (447 pairs) as 984, so that math weighs as much as the six hep-* code
-// subsets together: `benchmark: rewardbench` gives its four sections and that weight.
+// subsets together: `benchmark: rewardbench` gives its four sections and that weight. `benchmark:
+// rewardbench2` scores RewardBench 2's best-of-4 records instead: the set's accuracy is the benchmark's
+// score, its sections the subsets' scores (n: prompts).
 #pragma once
 
 #include <map>
@@ -21,14 +23,16 @@ namespace grm {
 
 struct EvalSetConfig {
   DataConfig data;
-  std::string benchmark = "none";  // rewardbench: RewardBench v1's sections and weights (given ones win)
+  // rewardbench: RewardBench v1's sections and weights (given ones win); rewardbench2: the file holds
+  // RewardBench 2 records, scored best-of-K per subset (rm/rewardbench2.hpp), data.path and data.limit read
+  std::string benchmark = "none";
   std::map<std::string, std::vector<std::string>> sections;  // section -> subset values
   std::string section_field = "subset";
   std::map<std::string, double> subset_weights;  // subset -> the count it weighs in its section
   template <class V>
   void visit(V& v) {
     v("data", data);
-    v("benchmark", benchmark, Choices{"none", "rewardbench"});
+    v("benchmark", benchmark, Choices{"none", "rewardbench", "rewardbench2"});
     v("sections", sections);
     v("section_field", section_field);
     v("subset_weights", subset_weights, Range::positive());
@@ -82,6 +86,8 @@ void from_json(const nlohmann::json& json, EvalRmResult& result);
 
 EvalSetResult evaluate_pairs(Scorer& scorer, const std::vector<PreferencePair>& pairs,
                              const EvalSetConfig& set);
+// A RewardBench 2 file (set.data.path) scored by `scorer`.
+EvalSetResult evaluate_rewardbench2(Scorer& scorer, const EvalSetConfig& set);
 EvalRmResult evaluate_reward_model(const EvalRmConfig& config, const std::string& config_dir = "");
 
 }  // namespace grm

@@ -47,4 +47,37 @@ torch::Tensor grm_loss(const torch::Tensor& reward_loss, const torch::Tensor& re
   return (1 - alpha) * reward_loss + alpha * reg_loss;
 }
 
+torch::Tensor batch_sum_penalty(const torch::Tensor& rewards, double lambda) {
+  double pairs = double(rewards.size(0)) / 2;
+  return lambda * pairs * rewards.mean().pow(2);
+}
+
+torch::Tensor eurus_penalty(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected) {
+  return (-F::logsigmoid(r_chosen) - F::logsigmoid(-r_rejected)).mean();
+}
+
+torch::Tensor centering_penalty(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected, double coef) {
+  return coef * (r_chosen + r_rejected).pow(2).mean();
+}
+
+torch::Tensor gaussian_kl(const torch::Tensor& mu, const torch::Tensor& logvar) {
+  return (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(-1)).mean();
+}
+
+torch::Tensor pearson(const torch::Tensor& x, const torch::Tensor& y) {
+  auto dx = x - x.mean(), dy = y.to(x.scalar_type()) - y.to(x.scalar_type()).mean();
+  // The epsilons make a constant column give 0 (its covariance is 0 too) with a finite gradient, not 0/0.
+  return (dx * dy).sum() / ((dx.pow(2).sum() + 1e-12).sqrt() * (dy.pow(2).sum() + 1e-12).sqrt());
+}
+
+torch::Tensor odin_length_penalty(const torch::Tensor& r_quality, const torch::Tensor& r_length,
+                                  const torch::Tensor& length) {
+  return pearson(r_quality, length).abs() - pearson(r_length, length);
+}
+
+torch::Tensor orthogonality_penalty(const torch::Tensor& quality_projection,
+                                    const torch::Tensor& length_weight) {
+  return quality_projection.matmul(length_weight.reshape({-1})).abs().mean();
+}
+
 }  // namespace grm

@@ -21,6 +21,13 @@ std::string class_prefix(const std::string& model_type) {
   return out;
 }
 
+// The tensors a saved reward model holds beside the backbone (ODIN's length head is not among them).
+bool is_head_tensor(const std::string& name) {
+  for (const char* prefix : {"score.", "reward_head.", "bottleneck."})
+    if (name.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+
 }  // namespace
 
 torch::Tensor last_token_index(const torch::Tensor& attention_mask) {
@@ -31,6 +38,14 @@ torch::Tensor last_token_index(const torch::Tensor& attention_mask) {
 RewardModelImpl::RewardModelImpl(CausalLM backbone, const RewardHeadOptions& head)
     : backbone_(register_module("backbone", std::move(backbone))), head_options_(head) {
   int64_t D = backbone_->config().n_embd;
+  if (head.bottleneck > 0) {
+    bottleneck_ = register_module("bottleneck", torch::nn::Linear(D, 2 * head.bottleneck));
+    D = head.bottleneck;
+  }
+  if (head.length_head)
+    length_head_ = register_module(
+        "length_head",
+        torch::nn::Linear(torch::nn::LinearOptions(backbone_->config().n_embd, 1).bias(false)));
   if (head.type == "linear") {
     score_ = register_module("score", torch::nn::Linear(torch::nn::LinearOptions(D, 1).bias(false)));
   } else if (head.type == "mlp") {
@@ -48,13 +63,37 @@ RewardModelImpl::RewardModelImpl(CausalLM backbone, const RewardHeadOptions& hea
 }
 
 RewardOutput RewardModelImpl::forward(const torch::Tensor& ids, const torch::Tensor& attention_mask,
-                                      bool want_logits) {
+                                      bool want_logits, const torch::Tensor& bottleneck_noise) {
   auto out = backbone_->forward(ids, attention_mask, nullptr, want_logits);
   auto index = last_token_index(attention_mask);  // (B)
   auto last = out.hidden.gather(1, index.view({-1, 1, 1}).expand({-1, 1, out.hidden.size(2)})).squeeze(1);
   last = torch::dropout(last, head_options_.dropout, is_training());
-  auto reward = score_.is_empty() ? head_->forward(last) : score_(last);  // (B, 1)
-  return {reward.squeeze(-1).to(torch::kFloat32), out.logits};
+  RewardOutput result;
+  result.logits = out.logits;
+  auto head_input = last;
+  if (!bottleneck_.is_empty()) {
+    auto stats = bottleneck_(last).chunk(2, -1);
+    result.mu = stats[0], result.logvar = stats[1];
+    head_input = result.mu;
+    if (is_training()) {
+      auto eps = bottleneck_noise.defined() ? bottleneck_noise.to(result.mu.options())
+                                            : torch::randn_like(result.mu);
+      head_input = result.mu + (0.5 * result.logvar).exp() * eps;
+    }
+  }
+  if (!length_head_.is_empty()) result.length_rewards = length_head_(last).squeeze(-1).to(torch::kFloat32);
+  auto reward = score_.is_empty() ? head_->forward(head_input) : score_(head_input);  // (B, 1)
+  result.rewards = reward.squeeze(-1).to(torch::kFloat32);
+  return result;
+}
+
+torch::Tensor RewardModelImpl::head_input_weight() const {
+  if (!score_.is_empty()) return score_->weight;
+  return head_->ptr<torch::nn::LinearImpl>(0)->weight;
+}
+
+torch::Tensor RewardModelImpl::length_head_weight() const {
+  return length_head_.is_empty() ? torch::Tensor() : length_head_->weight;
 }
 
 void RewardModelImpl::freeze_backbone() {
@@ -64,7 +103,7 @@ void RewardModelImpl::freeze_backbone() {
 std::map<std::string, torch::Tensor> RewardModelImpl::hf_state_dict() const {
   auto out = backbone_->hf_state_dict();
   for (const auto& p : named_parameters())
-    if (p.key().rfind("score.", 0) == 0 || p.key().rfind("reward_head.", 0) == 0) out[p.key()] = p.value();
+    if (is_head_tensor(p.key())) out[p.key()] = p.value();
   // Tied backbones store the shared matrix once; transformers' sequence-classification loaders need
   // only the backbone, the LM head reappears from the tie on our side.
   return out;
@@ -74,7 +113,7 @@ void RewardModelImpl::load_head(const std::map<std::string, torch::Tensor>& tens
                                 const std::string& source) {
   torch::NoGradGuard no_grad;
   for (auto& p : named_parameters()) {
-    if (p.key().rfind("score.", 0) != 0 && p.key().rfind("reward_head.", 0) != 0) continue;
+    if (!is_head_tensor(p.key())) continue;
     auto it = tensors.find(p.key());
     if (it == tensors.end()) fail("{}: missing reward-head tensor '{}'", source, p.key());
     if (it->second.sizes() != p.value().sizes())
@@ -91,7 +130,7 @@ RewardModel make_reward_model(const std::string& model_dir, const RewardHeadOpti
   // Small head initialisation so initial rewards are near zero and the backbone's features dominate.
   torch::NoGradGuard no_grad;
   for (auto& p : model->named_parameters())
-    if (p.key().rfind("score.", 0) == 0 || p.key().rfind("reward_head.", 0) == 0) {
+    if (is_head_tensor(p.key()) || p.key().rfind("length_head.", 0) == 0) {
       if (p.value().dim() == 2)
         p.value().normal_(0, 1.0 / std::sqrt(double(p.value().size(1))));
       else
@@ -108,6 +147,7 @@ RewardModel load_reward_model(const std::string& directory) {
     metadata = config.raw["grm"];
     head.type = metadata.value("head", std::string("linear"));
     head.hidden = metadata.value("head_hidden", int64_t(1024));
+    head.bottleneck = metadata.value("bottleneck", int64_t(0));
   } else {
     head.type = "linear";  // a plain *ForSequenceClassification checkpoint
     if (config.raw.value("num_labels", 1) != 1 && !config.raw.contains("id2label"))
@@ -136,6 +176,7 @@ void save_reward_model(RewardModel& model, const std::string& directory) {
   auto metadata = model->metadata.is_object() ? model->metadata : nlohmann::json::object();
   metadata["head"] = model->head_options().type;
   metadata["head_hidden"] = model->head_options().hidden;
+  if (model->head_options().bottleneck > 0) metadata["bottleneck"] = model->head_options().bottleneck;
   config["grm"] = metadata;
   std::string prefix = class_prefix(config.value("model_type", std::string("llama")));
   if (model->head_options().type == "linear") {
@@ -149,6 +190,36 @@ void save_reward_model(RewardModel& model, const std::string& directory) {
   }
   write_file_atomic((fs::path(directory) / "config.json").string(), config.dump(2) + "\n");
   save_safetensors((fs::path(directory) / "model.safetensors").string(), model->hf_state_dict());
+}
+
+void average_reward_models(const std::vector<std::string>& members, const std::string& directory) {
+  if (members.empty()) fail("WARM: no member models to average into {}", directory);
+  auto first = load_safetensors(members.front());
+  std::map<std::string, torch::Tensor> sum;  // float64, so the mean does not depend on the members' order
+  for (const auto& [name, tensor] : first) sum[name] = tensor.to(torch::kFloat64);
+  for (size_t k = 1; k < members.size(); ++k) {
+    auto tensors = load_safetensors(members[k]);
+    if (tensors.size() != first.size())
+      fail("{}: {} tensors, but {} has {}; WARM averages models of one architecture", members[k],
+           tensors.size(), members.front(), first.size());
+    for (const auto& [name, tensor] : tensors) {
+      auto it = sum.find(name);
+      if (it == sum.end()) fail("{}: tensor '{}' is not in {}", members[k], name, members.front());
+      if (it->second.sizes() != tensor.sizes())
+        fail("{}: tensor '{}' has shape [{}], but [{}] in {}", members[k], name,
+             fmt::join(tensor.sizes(), ", "), fmt::join(it->second.sizes(), ", "), members.front());
+      it->second += tensor.to(torch::kFloat64);
+    }
+  }
+  std::map<std::string, torch::Tensor> mean;
+  for (auto& [name, total] : sum)
+    mean[name] = (total / double(members.size())).to(first.at(name).scalar_type());
+  auto config = nlohmann::json::parse(read_file((fs::path(members.front()) / "config.json").string()));
+  config["grm"]["method"] = "warm";
+  config["grm"]["warm_members"] = members.size();
+  fs::create_directories(directory);
+  write_file_atomic((fs::path(directory) / "config.json").string(), config.dump(2) + "\n");
+  save_safetensors((fs::path(directory) / "model.safetensors").string(), mean);
 }
 
 }  // namespace grm

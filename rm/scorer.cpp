@@ -40,9 +40,18 @@ torch::Device scorer_device(const std::string& name) {
 class ModelScorer : public Scorer {
  public:
   ModelScorer(const std::string& directory, int64_t batch_size, const std::string& device,
-              const std::string& tokenizer)
-      : batch_size_(std::max<int64_t>(1, batch_size)), device_(scorer_device(device)) {
+              const std::string& tokenizer, bool normalize = false)
+      : batch_size_(std::max<int64_t>(1, batch_size)), device_(scorer_device(device)), normalize_(normalize) {
     model_ = load_reward_model(directory);
+    auto config = nlohmann::json::parse(read_file((fs::path(directory) / "config.json").string()));
+    if (config.contains("mean") && config["mean"].is_number() && config.contains("std") &&
+        config["std"].is_number() && config["std"].get<double>() > 0)
+      statistics_ = RewardStatistics{config["mean"].get<double>(), config["std"].get<double>()};
+    if (normalize_ && !statistics_)
+      fail(
+          "{}/config.json has no reward statistics ('mean' and a positive 'std'), so its rewards cannot be "
+          "normalized; train it with this grm (train-rm records them) or score without normalize",
+          directory);
     model_->to(device_);
     tokenizer_ = load_tokenizer(tokenizer.empty() ? directory : tokenizer);
     max_length_ = model_->metadata.value("max_length", int64_t(512));
@@ -72,8 +81,11 @@ class ModelScorer : public Scorer {
       auto a = rewards.accessor<float, 1>();
       for (size_t i = begin; i < end; ++i) out[order[i]] = double(a[int64_t(i - begin)]);
     }
+    if (normalize_)
+      for (double& r : out) r = (r - statistics_->mean) / statistics_->std;
     return out;
   }
+  std::optional<RewardStatistics> reward_statistics() const override { return statistics_; }
 
  private:
   int64_t batch_size_;
@@ -82,20 +94,30 @@ class ModelScorer : public Scorer {
   std::unique_ptr<Tokenizer> tokenizer_;
   int64_t max_length_ = 512;
   size_t max_piece_bytes_ = 1;
+  bool normalize_ = false;
+  std::optional<RewardStatistics> statistics_;
 };
 
 class EnsembleScorer : public Scorer {
  public:
   EnsembleScorer(const std::string& directory, int64_t batch_size, const std::string& device,
-                 const std::string& tokenizer) {
+                 const std::string& tokenizer, bool normalize) {
     auto info = nlohmann::json::parse(read_file((fs::path(directory) / "ensemble.json").string()));
     int64_t members = info.value("members", int64_t(0));
     combine_ = info.value("combine", std::string("mean"));
     lambda_ = info.value("lambda", 1.0);
+    beta_ = info.value("beta", 1.0);
+    if (!(beta_ > 0)) fail("{}/ensemble.json: 'beta' must be above 0, not {}", directory, beta_);
+    try {
+      combine_ensemble({0.0}, combine_, lambda_, beta_);
+    } catch (const std::exception& e) {
+      fail("{}/ensemble.json: {}", directory, e.what());
+    }
     if (members < 1) fail("{}/ensemble.json: 'members' must be at least 1", directory);
     for (int64_t k = 0; k < members; ++k)
-      members_.push_back(std::make_unique<ModelScorer>(
-          (fs::path(directory) / fmt::format("member_{}", k)).string(), batch_size, device, tokenizer));
+      members_.push_back(
+          std::make_unique<ModelScorer>((fs::path(directory) / fmt::format("member_{}", k)).string(),
+                                        batch_size, device, tokenizer, normalize));
   }
   std::vector<double> score(const std::vector<ScoreItem>& items) override {
     std::vector<std::vector<double>> per_member;
@@ -104,7 +126,7 @@ class EnsembleScorer : public Scorer {
     for (size_t i = 0; i < items.size(); ++i) {
       std::vector<double> values;
       for (const auto& m : per_member) values.push_back(m[i]);
-      out[i] = combine_ensemble(values, combine_, lambda_);
+      out[i] = combine_ensemble(values, combine_, lambda_, beta_);
     }
     return out;
   }
@@ -112,7 +134,7 @@ class EnsembleScorer : public Scorer {
  private:
   std::vector<std::unique_ptr<ModelScorer>> members_;
   std::string combine_;
-  double lambda_ = 1;
+  double lambda_ = 1, beta_ = 1;
 };
 
 class HttpScorer : public Scorer {
@@ -237,17 +259,25 @@ class OracleScorer : public Scorer {
 
 }  // namespace
 
-double combine_ensemble(const std::vector<double>& values, const std::string& combine, double lambda) {
+double combine_ensemble(const std::vector<double>& values, const std::string& combine, double lambda,
+                        double beta) {
   if (values.empty()) fail("ensemble: no member rewards to combine");
-  double mean = std::accumulate(values.begin(), values.end(), 0.0) / double(values.size());
+  double n = double(values.size());
+  double mean = std::accumulate(values.begin(), values.end(), 0.0) / n;
+  double min = *std::min_element(values.begin(), values.end());
+  double variance = 0;
+  for (double v : values) variance += (v - mean) * (v - mean) / n;
   if (combine == "mean") return mean;
-  if (combine == "min") return *std::min_element(values.begin(), values.end());
-  if (combine == "mean_minus_std") {
-    double var = 0;
-    for (double v : values) var += (v - mean) * (v - mean);
-    return mean - lambda * std::sqrt(var / double(values.size()));
+  if (combine == "min") return min;
+  if (combine == "mean_minus_std") return mean - lambda * std::sqrt(variance);
+  if (combine == "uwo") return mean - lambda * variance;
+  if (combine == "softmin") {
+    // -beta log mean exp(-r/beta) = min - beta log mean exp(-(r - min)/beta); every exponent is <= 0.
+    double sum = 0;
+    for (double v : values) sum += std::exp(-(v - min) / beta);
+    return min - beta * std::log(sum / n);
   }
-  fail("ensemble combine '{}' is not known (mean, min, mean_minus_std)", combine);
+  fail("ensemble combine '{}' is not known (mean, min, mean_minus_std, uwo, softmin)", combine);
 }
 
 void set_served_rm_command(ServedRmCommand command) {
@@ -255,15 +285,36 @@ void set_served_rm_command(ServedRmCommand command) {
 }
 
 std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size,
-                                          const std::string& device, const std::string& tokenizer) {
+                                          const std::string& device, const std::string& tokenizer,
+                                          bool normalize) {
   if (fs::exists(fs::path(directory) / "ensemble.json"))
-    return std::make_unique<EnsembleScorer>(directory, batch_size, device, tokenizer);
-  return std::make_unique<ModelScorer>(directory, batch_size, device, tokenizer);
+    return std::make_unique<EnsembleScorer>(directory, batch_size, device, tokenizer, normalize);
+  return std::make_unique<ModelScorer>(directory, batch_size, device, tokenizer, normalize);
+}
+
+RewardStatistics record_reward_statistics(const std::string& model_dir,
+                                          const std::vector<std::pair<std::string, std::string>>& texts) {
+  if (texts.empty()) fail("{}: no responses to take reward statistics over", model_dir);
+  std::vector<ScoreItem> items;
+  for (const auto& [prompt, response] : texts) items.push_back({prompt, response});
+  auto rewards = ModelScorer(model_dir, 64, "auto", "").score(items);
+  double n = double(rewards.size()), mean = std::accumulate(rewards.begin(), rewards.end(), 0.0) / n, var = 0;
+  for (double r : rewards) var += (r - mean) * (r - mean) / n;
+  // A constant reward model has no scale to divide by: its std is recorded as 1.
+  RewardStatistics stats{mean, var > 0 ? std::sqrt(var) : 1.0};
+  auto path = (fs::path(model_dir) / "config.json").string();
+  auto config = nlohmann::json::parse(read_file(path));
+  config["mean"] = stats.mean;
+  config["std"] = stats.std;
+  write_file_atomic(path, config.dump(2) + "\n");
+  return stats;
 }
 
 std::unique_ptr<Scorer> make_scorer(const ScorerConfig& c, const std::string& config_dir) {
   int set = int(!c.model.empty()) + int(!c.url.empty()) + int(!c.oracle.empty());
   if (set != 1) fail("a scorer needs exactly one of model, url or oracle ({} given)", set);
+  if (c.normalize && c.model.empty())
+    fail("normalize divides by a reward model's training statistics: it needs model, not url or oracle");
   if (!c.oracle.empty()) return std::make_unique<OracleScorer>(c.oracle);
   if (!c.url.empty()) {
     std::string token;
@@ -274,9 +325,14 @@ std::unique_ptr<Scorer> make_scorer(const ScorerConfig& c, const std::string& co
     return std::make_unique<HttpScorer>(c.url, token);
   }
   std::string dir = resolve_model_path(c.model, config_dir);
-  if (c.serve) return std::make_unique<ServedModelScorer>(dir, c.batch_size);
+  if (c.serve) {
+    if (c.normalize)
+      fail("{}: a scorer with serve: true scores raw rewards; normalize is not available", dir);
+    return std::make_unique<ServedModelScorer>(dir, c.batch_size);
+  }
   return make_model_scorer(dir, c.batch_size, c.device,
-                           c.tokenizer.empty() ? "" : resolve_model_path(c.tokenizer, config_dir));
+                           c.tokenizer.empty() ? "" : resolve_model_path(c.tokenizer, config_dir),
+                           c.normalize);
 }
 
 }  // namespace grm

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct ScorerConfig {
   // With `model`: run it as a `grm serve` process on a free loopback port for this scorer's lifetime
   // (started, waited for on /health, scored through HTTP, stopped), as a gold RM living beside the stage.
   bool serve = false;
+  // With `model`: rewards normalized as (r - mean) / std by the statistics its training recorded over the
+  // training responses (config.json "mean", "std", as OpenRLHF writes them); an error if it has none.
+  bool normalize = false;
   int64_t batch_size = 32;
   std::string device = "auto";
   template <class V>
@@ -33,6 +37,7 @@ struct ScorerConfig {
     v("token_file", token_file);
     v("oracle", oracle);
     v("serve", serve);
+    v("normalize", normalize);
     v("batch_size", batch_size, Range::at_least(1));
     v("device", device, Choices{"auto", "cpu", "cuda"});
   }
@@ -46,10 +51,17 @@ using ServedRmCommand =
     std::function<std::vector<std::string>(const std::string& model_dir, int port, int64_t max_batch)>;
 void set_served_rm_command(ServedRmCommand command);
 
+// The mean and std of a reward model's rewards over its training responses.
+struct RewardStatistics {
+  double mean = 0, std = 1;
+};
+
 class Scorer {
  public:
   virtual ~Scorer() = default;
   virtual std::vector<double> score(const std::vector<ScoreItem>& items) = 0;
+  // The raw rewards' training statistics, when the scorer is one reward model that recorded them.
+  virtual std::optional<RewardStatistics> reward_statistics() const { return std::nullopt; }
 };
 
 // Exactly one of model / url / oracle must be set; config_dir resolves relative model names.
@@ -57,11 +69,20 @@ std::unique_ptr<Scorer> make_scorer(const ScorerConfig& config, const std::strin
 // A reward model (or ensemble) directory scored in-process.
 // `tokenizer`: a directory or tokenizer file to use instead of the model directory's own (transformers
 // saves *ForSequenceClassification checkpoints without one); empty: the model directory's.
+// normalize: as ScorerConfig::normalize (an ensemble normalizes each member by its own before combining).
 std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size = 32,
                                           const std::string& device = "auto",
-                                          const std::string& tokenizer = "");
+                                          const std::string& tokenizer = "", bool normalize = false);
 
-// Ensemble combination of member rewards (K members) per item: mean, min, or mean - lambda * std.
-double combine_ensemble(const std::vector<double>& member_rewards, const std::string& combine, double lambda);
+// The mean and (population) std of `model_dir`'s rewards over (prompt, response) `texts`, recorded into
+// its config.json as "mean" and "std" (rewritten atomically). Returns them.
+RewardStatistics record_reward_statistics(const std::string& model_dir,
+                                          const std::vector<std::pair<std::string, std::string>>& texts);
+
+// Ensemble combination of member rewards r_1..r_K per item (rm/train_rm.hpp EnsembleConfig): mean; min
+// (WCO); mean_minus_std: mean - lambda * std; uwo: mean - lambda * variance (population moments);
+// softmin: -beta * log mean exp(-r_k / beta), computed shifted by the min so no exponent overflows.
+double combine_ensemble(const std::vector<double>& member_rewards, const std::string& combine, double lambda,
+                        double beta = 1.0);
 
 }  // namespace grm

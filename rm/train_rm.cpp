@@ -4,7 +4,11 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <thread>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include "cluster/comm.hpp"
 #include "core/atomic_file.hpp"
@@ -17,6 +21,7 @@
 #include "rm/losses.hpp"
 #include "rm/reward_data.hpp"
 #include "rm/reward_model.hpp"
+#include "rm/scorer.hpp"
 #include "rm/train_state.hpp"
 
 namespace grm {
@@ -63,9 +68,11 @@ struct StepStats {
 
 class MemberTrainer {
  public:
+  // init_seed: the head's initialization; seed: data order, dropout and noise (WARM's members share the
+  // first and differ in the second; everywhere else they are one).
   MemberTrainer(const TrainRmConfig& config, const std::string& model_dir,
                 const std::vector<EncodedPair>& train, const std::vector<EncodedPair>& heldout,
-                int64_t pad_id, uint64_t seed, std::string member)
+                int64_t pad_id, uint64_t init_seed, uint64_t seed, std::string member)
       : c_(config),
         train_(train),
         heldout_(heldout),
@@ -74,7 +81,11 @@ class MemberTrainer {
         member_(std::move(member)),
         comm_(Comm::world()),
         device_(training_device(config.device)) {
-    model_ = make_reward_model(model_dir, {c_.rm.head, c_.rm.head_hidden, c_.rm.head_dropout}, seed_);
+    RewardHeadOptions head{c_.rm.head, c_.rm.head_hidden, c_.rm.head_dropout};
+    if (c_.rm.method == "inform") head.bottleneck = c_.rm.inform.latent;
+    if (c_.rm.method == "odin") head.length_head = true;
+    model_ = make_reward_model(model_dir, head, init_seed);
+    if (seed != init_seed) torch::manual_seed(seed);
     if (c_.rm.method == "frozen") model_->freeze_backbone();
     if (c_.rm.finetune == "lora") model_->backbone()->enable_lora(c_.rm.lora);
     model_->to(device_);
@@ -121,7 +132,7 @@ class MemberTrainer {
       StepStats stats;
       for (int64_t micro = 0; micro < c_.optim.grad_accum; ++micro) {
         if (micro + 1 == c_.optim.grad_accum) reducer_->arm();
-        auto [loss, micro_stats] = forward_loss(batch_indices(step, micro), /*train=*/true);
+        auto [loss, micro_stats] = forward_loss(batch_indices(step, micro), /*train=*/true, step, micro);
         (loss / double(c_.optim.grad_accum)).backward();
         stats.add(micro_stats);
       }
@@ -185,7 +196,49 @@ class MemberTrainer {
     return out;
   }
 
-  std::pair<torch::Tensor, StepStats> forward_loss(const std::vector<size_t>& indices, bool train) {
+  // InfoRM's eps for this rank's pairs of micro-batch `micro` of step `step`: the whole global batch's
+  // draw, (chosen, rejected) x (pairs of the step) x d, from a generator seeded by (seed, step), of which
+  // this rank takes its rows; so K ranks add the noise one rank would, and a resumed run the same again.
+  torch::Tensor bottleneck_noise(int64_t step, int64_t micro, int64_t B) const {
+    int64_t global = c_.optim.batch_size * comm_.size() * c_.optim.grad_accum, d = c_.rm.inform.latent;
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(seed_ * 1000003ULL + uint64_t(step) + 1);
+    auto eps = torch::randn({2, global, d}, generator, torch::kFloat32);
+    int64_t begin = (micro * comm_.size() + comm_.rank()) * B;
+    return eps.narrow(1, begin, B).reshape({2 * B, d}).to(device_);
+  }
+
+  // A penalty f on statistics of the global batch: f is evaluated on every rank's rows (columns
+  // gathered, detached), differentiated there, and this rank's rows x enter as
+  // size * <df/dx_mine, x_mine>, because the reducer averages gradients over ranks. So the value is f of
+  // the global batch on every rank and the averaged gradient is f's; on one rank this is f itself.
+  // Columns: (N) on every rank alike; those not requiring grad (lengths) are data.
+  torch::Tensor global_batch_term(const std::vector<torch::Tensor>& columns,
+                                  const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f) {
+    if (comm_.size() == 1) return f(columns);
+    std::vector<torch::Tensor> gathered, leaves;
+    for (const auto& column : columns) {
+      int64_t n = column.size(0);
+      auto all = torch::zeros({n * comm_.size()}, column.options().requires_grad(false));
+      all.narrow(0, comm_.rank() * n, n).copy_(column.detach());
+      comm_.all_reduce_sum(all);
+      if (column.requires_grad()) all.set_requires_grad(true), leaves.push_back(all);
+      gathered.push_back(all);
+    }
+    auto value = f(gathered);
+    auto grads = torch::autograd::grad({value}, leaves);
+    auto surrogate = torch::zeros({}, value.options());
+    size_t leaf = 0;
+    for (const auto& column : columns) {
+      if (!column.requires_grad()) continue;
+      int64_t n = column.size(0);
+      surrogate =
+          surrogate + double(comm_.size()) * (grads[leaf++].narrow(0, comm_.rank() * n, n) * column).sum();
+    }
+    return surrogate - surrogate.detach() + value.detach();
+  }
+
+  std::pair<torch::Tensor, StepStats> forward_loss(const std::vector<size_t>& indices, bool train,
+                                                   int64_t step = 0, int64_t micro = 0) {
     const auto& pairs = train ? train_ : heldout_;
     std::vector<const EncodedSequence*> sequences;
     for (size_t i : indices) sequences.push_back(&pairs[i].chosen);
@@ -196,8 +249,14 @@ class MemberTrainer {
     int64_t B = int64_t(indices.size());
     bool grm = c_.rm.method == "grm";
     compat::CudaBf16Autocast autocast(c_.bf16 && device_.is_cuda());
-    auto out = model_->forward(ids, mask, /*want_logits=*/grm);
-    auto r_chosen = out.rewards.narrow(0, 0, B), r_rejected = out.rewards.narrow(0, B, B);
+    const auto& method = c_.rm.method;
+    torch::Tensor noise;
+    if (method == "inform" && train) noise = bottleneck_noise(step, micro, B);
+    auto out = model_->forward(ids, mask, /*want_logits=*/grm, noise);
+    // What the loss ranks: the reward, or ODIN's quality plus length rewards. The statistics (accuracy,
+    // reward moments) are of the reward the exported model scores with.
+    auto ranked = method == "odin" ? out.rewards + out.length_rewards : out.rewards;
+    auto r_chosen = ranked.narrow(0, 0, B), r_rejected = ranked.narrow(0, B, B);
     std::vector<float> margins, ties;
     for (size_t i : indices)
       margins.push_back(float(pairs[i].margin)), ties.push_back(pairs[i].tie ? 1.f : 0.f);
@@ -235,13 +294,36 @@ class MemberTrainer {
         reg = dpo_reg(logp_c, logp_r, ref.narrow(0, 0, B), ref.narrow(0, B, B), c_.rm.beta);
       }
       loss = grm_loss(reward_loss, reg, c_.rm.alpha);
+    } else if (method == "bsr") {
+      // Batch statistics only while training: ranks score unequal numbers of held-out batches.
+      auto penalty = [&](const std::vector<torch::Tensor>& r) {
+        return batch_sum_penalty(r[0], c_.rm.bsr_lambda);
+      };
+      reg = train ? global_batch_term({out.rewards}, penalty) : penalty({out.rewards});
+    } else if (method == "eurus") {
+      reg = eurus_penalty(r_chosen, r_rejected);
+    } else if (method == "center") {
+      reg = centering_penalty(r_chosen, r_rejected, c_.rm.center_coef);
+    } else if (method == "inform") {
+      reg = c_.rm.inform.beta * gaussian_kl(out.mu, out.logvar);
+    } else if (method == "odin") {
+      auto length = batch.response_tokens.to(device_).to(torch::kFloat32);
+      auto penalty = [&](const std::vector<torch::Tensor>& x) {
+        return odin_length_penalty(x[0], x[1], x[2]);
+      };
+      std::vector<torch::Tensor> columns = {out.rewards, out.length_rewards, length};
+      reg = c_.rm.odin.length_coef * (train ? global_batch_term(columns, penalty) : penalty(columns)) +
+            c_.rm.odin.ortho_coef *
+                orthogonality_penalty(model_->head_input_weight(), model_->length_head_weight());
     }
+    if (!grm) loss = reward_loss + reg;
     StepStats s;
     auto detached = out.rewards.detach().to(torch::kCPU).to(torch::kFloat64);
     s.loss = loss.item<double>() * double(B);
     s.reward_loss = reward_loss.item<double>() * double(B);
     s.reg_loss = reg.item<double>() * double(B);
-    s.correct = ((r_chosen > r_rejected).to(torch::kFloat32) * (1 - tie)).sum().item<double>();
+    auto scored_chosen = out.rewards.narrow(0, 0, B), scored_rejected = out.rewards.narrow(0, B, B);
+    s.correct = ((scored_chosen > scored_rejected).to(torch::kFloat32) * (1 - tie)).sum().item<double>();
     s.pairs = double(B) - tie.sum().item<double>();
     s.reward_sum = detached.sum().item<double>();
     s.reward_sq = detached.pow(2).sum().item<double>();
@@ -320,6 +402,31 @@ class MemberTrainer {
   int64_t steps_per_epoch_ = 1, total_steps_ = 1;
 };
 
+// The held-out accuracy of a finished model directory (WARM's merge), on this process alone.
+double merged_heldout_accuracy(const std::string& dir, const std::vector<EncodedPair>& heldout,
+                               int64_t pad_id, const TrainRmConfig& config) {
+  if (heldout.empty()) return 0;
+  torch::NoGradGuard no_grad;
+  auto model = load_reward_model(dir);
+  double correct = 0, counted = 0;
+  int64_t B = std::max<int64_t>(1, config.optim.batch_size);
+  for (size_t begin = 0; begin < heldout.size(); begin += size_t(B)) {
+    size_t end = std::min(heldout.size(), begin + size_t(B));
+    std::vector<const EncodedSequence*> sequences;
+    for (size_t i = begin; i < end; ++i) sequences.push_back(&heldout[i].chosen);
+    for (size_t i = begin; i < end; ++i) sequences.push_back(&heldout[i].rejected);
+    auto batch = collate(sequences, pad_id);
+    auto rewards = model->forward(batch.ids, batch.mask).rewards;
+    int64_t n = int64_t(end - begin);
+    for (int64_t i = 0; i < n; ++i) {
+      if (heldout[begin + size_t(i)].tie) continue;
+      correct += rewards[i].item<double>() > rewards[n + i].item<double>();
+      counted += 1;
+    }
+  }
+  return counted > 0 ? correct / counted : 0;
+}
+
 }  // namespace
 
 void to_json(nlohmann::json& out, const TrainMetricsRow& row) {
@@ -376,6 +483,12 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   if (train_pairs.empty())
     fail("{}: eval_fraction {} holds out all {} pairs and leaves none to train on; lower eval_fraction",
          config.data.path, config.eval_fraction, pairs.size());
+  std::vector<std::pair<std::string, std::string>> statistics_texts;
+  for (size_t i = 0; i < train_pairs.size(); ++i) {
+    if (config.reward_stats_pairs > 0 && int64_t(i) >= config.reward_stats_pairs) break;
+    statistics_texts.emplace_back(train_pairs[i].prompt, train_pairs[i].chosen);
+    statistics_texts.emplace_back(train_pairs[i].prompt, train_pairs[i].rejected);
+  }
   auto train = encode_pairs(*tokenizer, train_pairs, config.max_length);
   auto heldout = encode_pairs(*tokenizer, heldout_pairs, config.max_length);
   int64_t pad_id = tokenizer->pad_id.value_or(0);
@@ -384,10 +497,13 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   std::string metrics = (fs::path(out_dir) / "metrics.jsonl").string();
   // The model directory is complete or absent: written in a partial directory, renamed when done. An
   // ensemble's members are finished one by one in model.partial/, each complete or absent itself.
+  // An ensemble keeps its members; WARM's are averaged into one model at the end (theirs are finished
+  // in warm_members.partial/, as model.partial/ is the merge's own partial directory).
+  bool warm = config.rm.method == "warm";
   auto model_out = fs::path(out_dir) / "model";
-  auto staging = fs::path(out_dir) / "model.partial";
-  bool ensemble = config.rm.method == "ensemble";
-  int64_t members = ensemble ? config.rm.ensemble.members : 1;
+  auto staging = fs::path(out_dir) / (warm ? "warm_members.partial" : "model.partial");
+  bool ensemble = config.rm.method == "ensemble" || warm;
+  int64_t members = warm ? config.rm.warm.members : ensemble ? config.rm.ensemble.members : 1;
   TrainRmResult result;
   double accuracy_sum = 0;
   for (int64_t k = 0; k < members; ++k) {
@@ -397,8 +513,8 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
       continue;
     }
     auto checkpoint = fs::path(out_dir) / "checkpoint" / (ensemble ? fmt::format("member_{}", k) : "main");
-    MemberTrainer trainer(config, model_dir, train, heldout, pad_id,
-                          ensemble ? ensemble_member_seed(config.seed, k) : config.seed,
+    uint64_t seed = ensemble ? ensemble_member_seed(config.seed, k) : config.seed;
+    MemberTrainer trainer(config, model_dir, train, heldout, pad_id, warm ? config.seed : seed, seed,
                           ensemble ? fmt::format("member {}", k) : "");
     result = trainer.run(checkpoint.string(), metrics, stop_after_steps);
     if (!result.finished) return result;  // stopped early, as if killed
@@ -406,16 +522,30 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
       write_directory_atomic(member_dir.string(), [&](const std::string& partial) {
         trainer.export_to(partial);
         copy_tokenizer_files(model_dir, partial);
+        if (!warm) record_reward_statistics(partial, statistics_texts);  // WARM's merge gets its own
       });
     comm.barrier();
     accuracy_sum += result.heldout_accuracy;
   }
   if (comm.is_root()) {
-    if (ensemble) {
+    if (warm) {
+      write_directory_atomic(model_out.string(), [&](const std::string& partial) {
+        std::vector<std::string> dirs;
+        for (int64_t k = 0; k < members; ++k)
+          dirs.push_back((staging / fmt::format("member_{}", k)).string());
+        average_reward_models(dirs, partial);
+        copy_tokenizer_files(model_dir, partial);
+        record_reward_statistics(partial, statistics_texts);
+      });
+      // The members stay beside the merge, for a look at each (they were its inputs, not its parts).
+      replace_directory(staging.string(), (fs::path(out_dir) / "warm_members").string());
+      result.heldout_accuracy = merged_heldout_accuracy(model_out.string(), heldout, pad_id, config);
+    } else if (ensemble) {
       copy_tokenizer_files(model_dir, staging.string());
       nlohmann::json e = {{"members", members},
                           {"combine", config.rm.ensemble.combine},
-                          {"lambda", config.rm.ensemble.lambda}};
+                          {"lambda", config.rm.ensemble.lambda},
+                          {"beta", config.rm.ensemble.beta}};
       write_file_atomic((staging / "ensemble.json").string(), e.dump(2));
       replace_directory(staging.string(), model_out.string());
       result.heldout_accuracy = accuracy_sum / double(members);

@@ -4,6 +4,14 @@
 //   method ensemble                        `ensemble.members` bt models, seeds ensemble_member_seed(seed, k)
 //   method grm                             (1 - alpha) * bt + alpha * reg, reg in sft | sft_nll |
 //                                          sft_nll_per_token | dpo_noref | dpo (rm/losses.hpp)
+//   method bsr | eurus | center            bt + the method's penalty on the rewards (rm/losses.hpp)
+//   method inform                          bt through InfoRM's bottleneck head + beta * its KL
+//   method odin                            bt on quality + length heads, ODIN's length and orthogonality
+//                                          penalties; the exported model scores with the quality head
+//   method warm                            `warm.members` bt models from one initialization (the run's
+//                                          seed) with their own data orders, merged by weight averaging
+// Penalties on statistics of a batch (BSR's mean reward, ODIN's correlations) are taken over the global
+// batch, every rank's pairs, so K ranks with batch B train as one rank with batch K * B.
 // Each rank reads a disjoint, deterministic shard of every epoch's seeded permutation; gradients are
 // averaged in buckets (cluster/comm.hpp). AdamW, linear warm-up then cosine (or constant), clipping and
 // accumulation. Checkpoints (weights, optimizer, step, RNG) are written atomically every
@@ -22,15 +30,51 @@
 
 namespace grm {
 
+// How an ensemble's member rewards r_1..r_K become one (rm/scorer.hpp combine_ensemble):
+//   mean; min (WCO, Coste et al.); mean_minus_std: mean - lambda * std; uwo: mean - lambda * variance
+//   (UWO, Coste et al.); softmin: -beta * log mean exp(-r_k / beta), the mean as beta -> inf, the min as
+//   beta -> 0.
 struct EnsembleConfig {
   int64_t members = 3;
-  std::string combine = "mean";  // mean | min | mean_minus_std
-  double lambda = 1.0;           // mean - lambda * std
+  std::string combine = "mean";
+  double lambda = 1.0;
+  double beta = 1.0;
   template <class V>
   void visit(V& v) {
     v("members", members, Range::at_least(1));
-    v("combine", combine, Choices{"mean", "min", "mean_minus_std"});
+    v("combine", combine, Choices{"mean", "min", "mean_minus_std", "uwo", "softmin"});
     v("lambda", lambda, Range::at_least(0));
+    v("beta", beta, Range::positive());
+  }
+};
+
+// InfoRM's bottleneck: latent width d and the KL weight beta (the paper's 128 and 0.1).
+struct InfoRmConfig {
+  int64_t latent = 128;
+  double beta = 0.1;
+  template <class V>
+  void visit(V& v) {
+    v("latent", latent, Range::at_least(1));
+    v("beta", beta, Range::at_least(0));
+  }
+};
+
+// ODIN's weights on its length-correlation and head-orthogonality penalties (the paper's 1 and 1).
+struct OdinConfig {
+  double length_coef = 1.0;
+  double ortho_coef = 1.0;
+  template <class V>
+  void visit(V& v) {
+    v("length_coef", length_coef, Range::at_least(0));
+    v("ortho_coef", ortho_coef, Range::at_least(0));
+  }
+};
+
+struct WarmConfig {
+  int64_t members = 3;  // models averaged
+  template <class V>
+  void visit(V& v) {
+    v("members", members, Range::at_least(1));
   }
 };
 
@@ -41,6 +85,11 @@ struct RmConfig {
   double beta = 0.1;
   double label_smoothing = 0.1;
   double margin_scale = 1.0;  // margin loss uses margin_scale * data margin
+  double bsr_lambda = 1e-3;   // bsr: lambda * B * mean(r)^2
+  double center_coef = 0.01;  // center: coef * mean((r_c + r_r)^2), TRL's center_rewards_coefficient
+  InfoRmConfig inform;
+  OdinConfig odin;
+  WarmConfig warm;
   std::string head = "mlp";
   int64_t head_hidden = 1024;
   double head_dropout = 0.1;      // on the hidden state the head reads, while training (the GRM reference)
@@ -49,12 +98,19 @@ struct RmConfig {
   EnsembleConfig ensemble;
   template <class V>
   void visit(V& v) {
-    v("method", method, Choices{"bt", "margin", "label_smooth", "ensemble", "frozen", "grm"});
+    v("method", method,
+      Choices{"bt", "margin", "label_smooth", "ensemble", "frozen", "grm", "bsr", "eurus", "center", "inform",
+              "odin", "warm"});
     v("reg", reg, Choices{"sft", "sft_nll", "sft_nll_per_token", "dpo_noref", "dpo"});
     v("alpha", alpha, Range::closed(0, 1));  // (1 - α) L_reward + α L_reg
     v("beta", beta, Range::positive());
     v("label_smoothing", label_smoothing, Range::half_open(0, 0.5));  // 0.5: no preference left
     v("margin_scale", margin_scale);
+    v("bsr_lambda", bsr_lambda, Range::at_least(0));
+    v("center_coef", center_coef, Range::at_least(0));
+    v("inform", inform);
+    v("odin", odin);
+    v("warm", warm);
     v("head", head, Choices{"linear", "mlp", "mlp2"});
     v("head_hidden", head_hidden, Range::at_least(1));
     v("head_dropout", head_dropout, Range::half_open(0, 1));
@@ -107,6 +163,9 @@ struct TrainRmConfig {
   double eval_fraction = 0.1;  // held out from data for accuracy at the end
   RmConfig rm;
   OptimConfig optim;
+  // The reward statistics recorded into the exported model (rm/scorer.hpp record_reward_statistics) are
+  // taken over the responses of this many training pairs, the first of the seeded order (0: all).
+  int64_t reward_stats_pairs = 0;
   int64_t log_every = 10;
   int64_t checkpoint_every = 50;
   int64_t threads = 0;          // LibTorch threads per rank; 0: cores / ranks
@@ -121,6 +180,7 @@ struct TrainRmConfig {
     v("eval_fraction", eval_fraction, Range::half_open(0, 1));
     v("rm", rm);
     v("optim", optim);
+    v("reward_stats_pairs", reward_stats_pairs, Range::at_least(0));
     v("log_every", log_every, Range::at_least(1));
     v("checkpoint_every", checkpoint_every, Range::at_least(0));  // 0: only at the end
     v("threads", threads, Range::at_least(0));
@@ -151,8 +211,10 @@ struct TrainMetricsRow {
 void to_json(nlohmann::json& json, const TrainMetricsRow& row);
 void from_json(const nlohmann::json& json, TrainMetricsRow& row);
 
-// Trains into out_dir: model/ (the reward model, HF layout, tokenizer files beside it; an ensemble has
-// member_K/ folders and ensemble.json), metrics.jsonl, summary.json, checkpoint/.
+// Trains into out_dir: model/ (the reward model, HF layout, tokenizer files beside it, its rewards' mean
+// and std over the training responses in config.json; an ensemble has
+// member_K/ folders and ensemble.json; WARM's is the merge, its members in warm_members/member_K/),
+// metrics.jsonl, summary.json, checkpoint/.
 // config_dir: the config file's folder, for model lookup. stop_after_steps (tests): return after that many
 // optimizer steps without finishing, as a killed run would.
 TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string& out_dir,

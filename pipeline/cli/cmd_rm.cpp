@@ -32,6 +32,7 @@ struct EvalCommand {
   std::string tokenizer;
   std::string data;
   std::vector<std::string> map;  // field=value for DataConfig keys, e.g. prompt_field=question
+  std::string benchmark = "none";
   std::string output;
 };
 
@@ -48,6 +49,7 @@ void run_eval_rm(const EvalCommand& cmd) {
     for (const auto& assignment : cmd.map) apply_checked_override<DataConfig>(data, assignment);
     EvalSetConfig set;
     set.data = read_config<DataConfig>(data, "--map");
+    set.benchmark = cmd.benchmark;
     config.sets["data"] = set;
   }
   set_compute_threads(default_thread_count(1));  // the pipeline's per-stage budget, via OMP_NUM_THREADS
@@ -107,6 +109,7 @@ struct ServeCommand {
   ServerOptions options;
   std::string token_file;
   int64_t batch_size = 64;
+  bool normalize = false;
 };
 
 void run_serve(const ServeCommand& cmd) {
@@ -117,7 +120,7 @@ void run_serve(const ServeCommand& cmd) {
     if (options.token.empty()) fail("{}: the token file is empty", cmd.token_file);
   }
   auto scorer = make_model_scorer(cmd.model, std::max<int64_t>(cmd.batch_size, options.max_batch), "auto",
-                                  cmd.tokenizer);
+                                  cmd.tokenizer, cmd.normalize);
   RewardServer server(options, [&](const std::vector<ScoreItem>& items) { return scorer->score(items); });
   server.start();
   log::info("serving {} on http://{}:{}/get_reward (max batch {}, max wait {} ms{})", cmd.model, options.host,
@@ -133,6 +136,8 @@ void add_scorer_options(CLI::App* app, ScorerConfig& scorer) {
   app->add_option("--url", scorer.url, "served reward model: http://host:port/get_reward");
   app->add_option("--token-file", scorer.token_file, "bearer token for --url");
   app->add_option("--oracle", scorer.oracle, "built-in programmatic scorer: story, or word:WORD[:MAX]");
+  app->add_flag("--normalize", scorer.normalize,
+                "with --model: (reward - mean) / std by the model's training statistics (config.json)");
 }
 
 }  // namespace
@@ -154,6 +159,10 @@ void add_eval_rm_command(CLI::App& app) {
   sub->add_option("--data", cmd->data, "preference JSONL(.gz)");
   sub->add_option("--map", cmd->map,
                   "data field mapping, e.g. --map format=transcript --map chosen_field=good");
+  sub->add_option(
+         "--benchmark", cmd->benchmark,
+         "score --data as a benchmark: rewardbench (v1 sections) or rewardbench2 (best-of-4 records)")
+      ->check(CLI::IsMember({"none", "rewardbench", "rewardbench2"}));
   sub->add_option("--output", cmd->output, "write the JSON result here");
   sub->callback([cmd] { run_eval_rm(*cmd); });
 }
@@ -196,6 +205,8 @@ void add_serve_command(CLI::App& app) {
   sub->add_option("--max-text-bytes", cmd->options.max_text_bytes,
                   "a request with a longer text (prompt + response) gets 413")
       ->check(CLI::PositiveNumber);
+  sub->add_flag("--normalize", cmd->normalize,
+                "serve (reward - mean) / std by the model's training statistics (config.json)");
   sub->callback([cmd] { run_serve(*cmd); });
 }
 

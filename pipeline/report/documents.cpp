@@ -13,8 +13,6 @@ namespace report {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-namespace {
-
 std::string html_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -37,6 +35,8 @@ std::string html_escape(const std::string& text) {
   }
   return out;
 }
+
+namespace {
 
 std::string base64(const std::string& bytes) {
   static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -264,6 +264,8 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
   Analysis analysis(data, options);
   std::vector<std::string> notes = data.notes;
   std::vector<Comparison> comparisons = compare_methods(data, analysis, options, notes);
+  std::vector<std::string> other_notes;  // the GRM comparison's notes already say what is missing
+  std::vector<Comparison> others = compare_methods(data, analysis, options, other_notes, true);
   std::vector<Check> checks = phenomenon_checks(data, analysis, options, notes);
   std::vector<GaoRow> fits = gao_fits(data, analysis);
   std::string checks_text;
@@ -287,6 +289,15 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
                                    row.fit.residual_rms);
   }
   std::vector<AccuracyTable> tables = accuracy_tables(data, analysis);
+  std::vector<SignalRow> signals = overoptimization_signals(data, analysis);
+  const std::string signals_caption =
+      "Per method at its main setting, mean ± 95% interval over seeds. r: Pearson's correlation of reward "
+      "with response length in tokens (a proxy more length-correlated than the gold rewards length, not "
+      "quality); ρ: Spearman's rank correlation of proxy and gold (BoN: over all samples, and over prompts' "
+      "best-of-n expectations at n = 1 and the largest n; PPO: over each evaluation's samples). A ρ that "
+      "falls as the optimizer moves away from the initial policy is the proxy losing the gold's ranking. –: "
+      "no value, or undefined (every sample of the evaluation the same length, as when PPO's responses all "
+      "run to max_new_tokens).";
 
   std::string report_dir = run_dir + "/report";
   std::string plot_dir = report_dir + "/plots";
@@ -312,6 +323,10 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
       "\n\"Beat\" and \"worse\" only where the 95% interval of the difference excludes zero (over seeds, or "
       "a "
       "paired bootstrap over the same evaluation pairs or prompts).\n";
+  if (!others.empty()) {
+    markdown += "\n## Every other method against the baseline\n\n";
+    for (const auto& c : others) markdown += "- " + c.statement + "\n";
+  }
   if (!checks.empty()) markdown += "\n## Does the run show over-optimization?\n\n" + checks_text;
   if (!fits.empty())
     markdown +=
@@ -319,6 +334,8 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
         "d); "
         "95% intervals of the least-squares coefficients.\n\n" +
         fits_markdown;
+  if (!signals.empty())
+    markdown += "\n## Over-optimization signals\n\n" + signals_caption + "\n\n" + signals_markdown(signals);
   markdown +=
       "\nEach method is compared at its main setting (largest training set, most common head and α; among "
       "equally common α, the best ID accuracy):\n\n" +
@@ -343,6 +360,7 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
   for (const auto& method : data.methods)
     summary["main_settings"][method] = setting_json(analysis.main(method));
   for (const auto& table : tables) summary[table.name] = table_json(table, analysis);
+  summary["overoptimization_signals"] = signals_json(signals);
   summary["bon"] = curves_json(data.bon, data, analysis);
   summary["ppo"] = curves_json(data.ppo, data, analysis);
   summary["comparisons"] = json::array();
@@ -360,6 +378,18 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
                                       {"intervals_disjoint", c.disjoint},
                                       {"statement", c.statement}});
   }
+  summary["method_comparisons"] = json::array();
+  for (const auto& c : others)
+    summary["method_comparisons"].push_back({{"measure", c.measure},
+                                             {"method_setting", setting_json(c.grm)},
+                                             {"baseline_setting", setting_json(c.baseline)},
+                                             {"method", estimate_json(c.grm_value)},
+                                             {"baseline", estimate_json(c.baseline_value)},
+                                             {"difference", estimate_json(c.difference)},
+                                             {"interval_basis", c.basis},
+                                             {"beat_baseline", c.beat},
+                                             {"worse_than_baseline", c.worse},
+                                             {"statement", c.statement}});
   summary["checks"] = json::array();
   for (const auto& check : checks)
     summary["checks"].push_back({{"name", check.name}, {"met", check.met}, {"statement", check.statement}});
@@ -397,6 +427,16 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
   for (const auto& method : data.methods)
     html += "<li>" + html_escape(describe(analysis.main(method))) + "</li>\n";
   html += "</ul>\n";
+  if (!others.empty()) {
+    html += "<h2>Every other method against the baseline</h2>\n<ul>\n";
+    for (const auto& c : others)
+      html += fmt::format("<li class=\"{}\">{}</li>\n",
+                          c.beat    ? "beat"
+                          : c.worse ? "lost"
+                                    : "even",
+                          html_escape(c.statement));
+    html += "</ul>\n";
+  }
   for (const auto& table : tables)
     html += "<h2>" + html_escape(table.title) + "</h2>\n<p>" + html_escape(table.caption) + "</p>\n" +
             table_html(table);
@@ -407,6 +447,9 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
                           html_escape(check.statement));
     html += "</ul>\n";
   }
+  if (!signals.empty())
+    html += "<h2>Over-optimization signals</h2>\n<p>" + html_escape(signals_caption) + "</p>\n" +
+            signals_html(signals);
   if (!fits.empty()) {
     html +=
         "<h2>Gao et al. fits</h2>\n<p>Gold gain R against d = √KL: Best-of-N R = d(α − βd), PPO R = d(α − β "

@@ -37,6 +37,7 @@ class FigureBuilder {
       figures.push_back(proxy_and_gold(*runs, algorithm, name));
       figures.push_back(gold_only(*runs, algorithm, name));
     }
+    if (auto figure = rank_correlation()) figures.push_back(*figure);
     if (auto figure = accuracy_vs("alpha")) figures.push_back(*figure);
     if (auto figure = accuracy_vs("size")) figures.push_back(*figure);
     if (!data_.trains.empty()) figures.push_back(training());
@@ -71,6 +72,30 @@ class FigureBuilder {
       panel.series.push_back(make_series("proxy RM", curve->proxy, color(method), true));
       figure.panels.push_back(std::move(panel));
     }
+    return figure;
+  }
+
+  // The proxy-gold rank correlation against KL: BoN (over prompts' best-of-n expectations) and PPO (over
+  // each evaluation's samples), one line per method at its main setting.
+  std::optional<Figure> rank_correlation() const {
+    Figure figure{"rank_correlation",
+                  "Spearman's ρ of proxy and gold reward against KL from the initial policy, per method at "
+                  "its main setting (mean over seeds; bars: 95% interval). Best-of-N: over prompts' "
+                  "best-of-n expectations; PPO: over each evaluation's samples.",
+                  {},
+                  2};
+    for (const auto& [runs, algorithm, name] :
+         {std::tuple{&data_.bon, "Best-of-N", "bon"}, std::tuple{&data_.ppo, "PPO", "ppo"}}) {
+      Panel panel = make_panel(std::string(algorithm) + ": proxy-gold rank correlation", kl_label(name),
+                               "Spearman ρ(proxy, gold)");
+      for (const auto& method : data_.methods) {
+        auto points = rank_correlation_curve(runs_at(*runs, analysis_.main(method)));
+        if (points.size() >= 2)
+          panel.series.push_back(make_series(method, points, color(method), false, Series::Interval::bars));
+      }
+      if (!panel.series.empty()) figure.panels.push_back(std::move(panel));
+    }
+    if (figure.panels.empty()) return std::nullopt;
     return figure;
   }
 

@@ -8,6 +8,7 @@
 
 #include "bon/best_of_n.hpp"
 #include "core/atomic_file.hpp"
+#include "core/correlation.hpp"
 #include "core/error.hpp"
 #include "core/text_io.hpp"
 #include "pipeline/report/report_parts.hpp"
@@ -111,7 +112,10 @@ CurveRow curve_row(const EvalPoint& point) {
           NAN,
           NAN,
           point.proxy_per_prompt,
-          point.gold_per_prompt};
+          point.gold_per_prompt,
+          point.proxy_length_corr,
+          point.gold_length_corr,
+          point.proxy_gold_spearman};
 }
 
 void note_method(RunData& data, const std::string& method) {
@@ -152,7 +156,19 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
         CurveRun run{
             found != by_id.end() ? labels_of(data.stages[found->second]) : Labelled{{proxy, "", "", ""}, ""},
             {}};
-        for (const auto& point : points) run.rows.push_back(curve_row(point));
+        auto signal = [](const std::map<std::string, double>& values, const std::string& key) {
+          auto it = values.find(key);
+          return it == values.end() ? NAN : it->second;
+        };
+        for (const auto& point : points) {
+          CurveRow row = curve_row(point);
+          row.proxy_length_corr = signal(bon->length_correlation, proxy);
+          row.gold_length_corr = signal(bon->length_correlation, "gold");
+          if (point.proxy_per_prompt.size() == point.gold_per_prompt.size())
+            row.proxy_gold_rank = spearman(point.proxy_per_prompt, point.gold_per_prompt);
+          run.rows.push_back(std::move(row));
+        }
+        run.sample_proxy_gold_rank = signal(bon->proxy_gold_spearman, proxy);
         note_method(data, run.setting.method);
         data.bon.push_back(std::move(run));
       }

@@ -57,9 +57,15 @@ struct CurveRow {
   double kl, proxy, gold, proxy_lo, proxy_hi, gold_lo, gold_hi;
   double proxy_sd = NAN, gold_sd = NAN;         // BoN: single samples' standard deviations
   std::vector<double> proxy_items, gold_items;  // per prompt (paired items); empty in older runs
+  // Over-optimization signals (NaN where a run has none). Pearson's r of proxy and gold reward with
+  // response length (BoN: over all samples, the same at every n; PPO: over this evaluation's samples);
+  // Spearman's rho of proxy and gold (BoN: over prompts' best-of-n expectations at this n; PPO: over this
+  // evaluation's samples).
+  double proxy_length_corr = NAN, gold_length_corr = NAN, proxy_gold_rank = NAN;
 };
 struct CurveRun : Labelled {
   std::vector<CurveRow> rows;
+  double sample_proxy_gold_rank = NAN;  // BoN: Spearman's rho of proxy and gold over every sample
 };
 
 // A dag.json stage as the report reads it: `dir` is joined to the run directory, and `labels` keeps
@@ -83,7 +89,8 @@ struct RunData {
 // The DAG's stages and every result of the stages that are DONE; what is missing goes to notes.
 RunData load_run(const std::string& run_dir);
 
-double to_number(const std::string& text);  // NaN unless the whole text is a number
+std::string html_escape(const std::string& text);  // for text inside HTML elements and attributes
+double to_number(const std::string& text);         // NaN unless the whole text is a number
 // Numeric when both parse as numbers ("0.005" < "0.01"), text order otherwise.
 bool label_less(const std::string& a, const std::string& b);
 bool starts_with(const std::string& text, const std::string& prefix);
@@ -237,6 +244,23 @@ class Analysis {
 // "grm (α=0.01, size=2000)"
 std::string describe(const Setting& setting);
 
+// ---- over-optimization signals (signals.cpp) -------------------------------------------------------------
+
+// Per method at its main setting, each signal's mean and 95% interval over seeds; n = 0 where the run
+// has none. "first"/"last": BoN at n = 1 and n_max, PPO at its first and last evaluation.
+struct SignalRow {
+  Setting setting;
+  Estimate bon_proxy_length, bon_gold_length, bon_sample_rank, bon_rank_first, bon_rank_last;
+  Estimate ppo_proxy_length_first, ppo_proxy_length_last, ppo_gold_length_last, ppo_rank_first, ppo_rank_last;
+};
+std::vector<SignalRow> overoptimization_signals(const RunData& data, const Analysis& analysis);
+std::string signals_markdown(const std::vector<SignalRow>& rows);
+std::string signals_html(const std::vector<SignalRow>& rows);
+nlohmann::json signals_json(const std::vector<SignalRow>& rows);
+// The proxy-gold rank correlation against KL at each method's main setting (mean over seeds at each
+// point), for BoN or PPO runs.
+std::vector<PlotPoint> rank_correlation_curve(const std::vector<const CurveRun*>& runs);
+
 // ---- verdicts (verdicts.cpp) -----------------------------------------------------------------------------
 
 struct Comparison {
@@ -253,9 +277,12 @@ struct Comparison {
 };
 
 std::string format_estimate(const Estimate& value, bool percent);
-// GRM's main setting of every GRM method against the baseline's, on each measure with results for both.
+// GRM's main setting of every GRM method against the baseline's, on each measure with results for both;
+// with other_methods, every method that is neither GRM nor the baseline instead (its `grm` fields then
+// hold that method's setting and values).
 std::vector<Comparison> compare_methods(const RunData& data, const Analysis& analysis,
-                                        const ReportOptions& options, std::vector<std::string>& notes);
+                                        const ReportOptions& options, std::vector<std::string>& notes,
+                                        bool other_methods = false);
 
 // ---- what the run shows, and Gao et al.'s fits (checks.cpp) ----------------------------------------------
 

@@ -45,11 +45,30 @@ std::vector<double> concatenated_ood(const EvalRun& run) {
 std::pair<Estimate, std::string> difference(const PerSeed& grm, const PerSeed& base,
                                             const std::string& items) {
   std::vector<double> by_seed;
+  std::vector<double> pooled_a, pooled_b;  // the shared seeds' items, seed after seed
   for (const auto& [seed, value] : grm)
-    if (base.count(seed) && std::isfinite(value.value) && std::isfinite(base.at(seed).value))
+    if (base.count(seed) && std::isfinite(value.value) && std::isfinite(base.at(seed).value)) {
       by_seed.push_back(value.value - base.at(seed).value);
-  if (by_seed.size() >= 2)
-    return {estimate(by_seed), fmt::format("t-interval over {} seeds, paired by seed", by_seed.size())};
+      if (value.items.size() == base.at(seed).items.size()) {
+        pooled_a.insert(pooled_a.end(), value.items.begin(), value.items.end());
+        pooled_b.insert(pooled_b.end(), base.at(seed).items.begin(), base.at(seed).items.end());
+      }
+    }
+  if (by_seed.size() >= 2) {
+    Estimate over_seeds = estimate(by_seed);
+    if (over_seeds.has_interval())
+      return {over_seeds, fmt::format("t-interval over {} seeds, paired by seed", by_seed.size())};
+    // Every seed differs by the same amount (counts of a few pairs do): a t-interval of zero width would
+    // claim certainty, so the interval comes from the items instead, pooled over the seeds.
+    if (!pooled_a.empty())
+      return {paired_difference(pooled_a, pooled_b),
+              fmt::format("paired bootstrap over the same {} {} of {} seeds (the seeds' differences were "
+                          "equal)",
+                          pooled_a.size(), items, by_seed.size())};
+    return {Estimate{over_seeds.mean, over_seeds.mean, over_seeds.mean, 0},
+            fmt::format("no interval: the {} seeds' differences were equal and there are no per-item results",
+                        by_seed.size())};
+  }
   const Measured* a = grm.size() == 1 ? &grm.begin()->second : nullptr;
   const Measured* b = base.size() == 1 ? &base.begin()->second : nullptr;
   if (by_seed.size() == 1) {
@@ -63,9 +82,10 @@ std::pair<Estimate, std::string> difference(const PerSeed& grm, const PerSeed& b
   return {Estimate{mean, mean, mean, 0}, "no interval: one run each and no per-item results"};
 }
 
-Comparison compare(const std::string& measure, const std::string& label, bool percent, const Setting& grm,
-                   const Estimate& grm_value, const Setting& baseline, const Estimate& baseline_value,
-                   const std::pair<Estimate, std::string>& diff) {
+// subject: who the statement is about ("GRM", or another method's label).
+Comparison compare(const std::string& subject, const std::string& measure, const std::string& label,
+                   bool percent, const Setting& grm, const Estimate& grm_value, const Setting& baseline,
+                   const Estimate& baseline_value, const std::pair<Estimate, std::string>& diff) {
   Comparison c;
   c.measure = measure, c.label = label, c.percent = percent;
   c.grm = grm, c.baseline = baseline, c.grm_value = grm_value, c.baseline_value = baseline_value;
@@ -88,8 +108,8 @@ Comparison compare(const std::string& measure, const std::string& label, bool pe
                         : c.has_interval ? "was within noise of"
                                          : "cannot be told apart from";
   c.clear_win = c.beat;
-  c.statement = fmt::format("{}: GRM {} the baseline — {}: {} vs {}: {}; difference {} ({}).", label, verdict,
-                            describe(grm), format_estimate(grm_value, percent), describe(baseline),
+  c.statement = fmt::format("{}: {} {} the baseline — {}: {} vs {}: {}; difference {} ({}).", label, subject,
+                            verdict, describe(grm), format_estimate(grm_value, percent), describe(baseline),
                             format_estimate(baseline_value, percent), amount(c.difference.mean), interval);
   return c;
 }
@@ -97,11 +117,13 @@ Comparison compare(const std::string& measure, const std::string& label, bool pe
 }  // namespace
 
 std::vector<Comparison> compare_methods(const RunData& data, const Analysis& analysis,
-                                        const ReportOptions& options, std::vector<std::string>& notes) {
+                                        const ReportOptions& options, std::vector<std::string>& notes,
+                                        bool other_methods) {
   std::vector<Comparison> comparisons;
   bool has_baseline = std::count(data.methods.begin(), data.methods.end(), options.baseline) > 0;
   bool has_grm = std::any_of(data.methods.begin(), data.methods.end(),
                              [&](const std::string& m) { return analysis.is_grm(m); });
+  if (other_methods) has_grm = true;  // the other methods need only the baseline
   if (!has_baseline || !has_grm) {
     notes.push_back(
         fmt::format("No comparison: the run needs results for the baseline (method '{}') and for GRM "
@@ -182,7 +204,7 @@ std::vector<Comparison> compare_methods(const RunData& data, const Analysis& ana
       {"ppo_peak_gold", "PPO peak gold reward", false, curve_summary(data.ppo, true),
        curve_runs(data.ppo, true), "held-out prompts"}};
   for (const auto& method : data.methods) {
-    if (!analysis.is_grm(method)) continue;
+    if (method == options.baseline || analysis.is_grm(method) == other_methods) continue;
     const Setting& grm = analysis.main(method);
     for (const auto& m : measures) {
       auto grm_value = m.summary(grm);
@@ -193,7 +215,8 @@ std::vector<Comparison> compare_methods(const RunData& data, const Analysis& ana
             fmt::format("{}: not compared, no result for {}.", m.label, describe(grm_value ? base : grm)));
         continue;
       }
-      comparisons.push_back(compare(m.name, m.label, m.percent, grm, *grm_value, base, *base_value,
+      comparisons.push_back(compare(other_methods ? method : "GRM", m.name, m.label, m.percent, grm,
+                                    *grm_value, base, *base_value,
                                     difference(m.runs(grm), m.runs(base), m.items)));
     }
   }

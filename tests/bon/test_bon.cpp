@@ -160,6 +160,12 @@ TEST(BestOfN, EndToEndCurvesAndResumedSampling) {
   }
   EXPECT_GT(curve[3]["proxy_norm"].get<double>(), 0.0);
   EXPECT_NEAR(curve[3]["kl"].get<double>(), std::log(8.0) - 7.0 / 8.0, 1e-9);
+  // Gold and proxy are one scorer: the same length correlation, and a rank correlation of 1.
+  ASSERT_TRUE(curves["length_correlation"].contains("gold"));
+  EXPECT_DOUBLE_EQ(curves["length_correlation"]["story"].get<double>(),
+                   curves["length_correlation"]["gold"].get<double>());
+  EXPECT_LE(std::abs(curves["length_correlation"]["gold"].get<double>()), 1.0);
+  EXPECT_NEAR(curves["proxy_gold_spearman"]["story"].get<double>(), 1.0, 1e-12);
   auto csv = read_lines((dir / "run/bon_curves.csv").string());
   EXPECT_EQ(csv.size(), 5u);  // header + 4 points
   // A run killed while sampling (the file cut mid-prompt and mid-line) resumes to the same samples.
@@ -182,8 +188,9 @@ TEST(BestOfN, CurvesRoundTripThroughTheirJsonWithTodaysKeys) {
   EXPECT_EQ(back.gold_hi, 0.375);
   EXPECT_EQ(nlohmann::json(back), nlohmann::json(point));  // every field read back (the file has them all)
 
-  BonCurves curves{64, 8, {{"proxy_rm-0123456789abcdef", {point, point}}}};
+  BonCurves curves{64, 8, {{"proxy_rm-0123456789abcdef", {point, point}}}, {{"gold", 0.5}}, {}};
   nlohmann::json file = curves;
+  EXPECT_EQ(file["length_correlation"]["gold"], 0.5);
   EXPECT_EQ(file["n_max"], 64);
   EXPECT_EQ(file["n_prompts"], 8);
   EXPECT_EQ(file["curves"]["proxy_rm-0123456789abcdef"][1], nlohmann::json::parse(text));

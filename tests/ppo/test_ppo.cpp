@@ -19,6 +19,7 @@
 #include "ppo/rollout.hpp"
 #include "rm/reward_model.hpp"
 #include "rm/scorer.hpp"
+#include "rm/train_rm.hpp"
 #include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -235,6 +236,36 @@ PpoConfig story_config(const std::string& extra) {
   return read_config<PpoConfig>(load_yaml_text(yaml, "test"), "test");
 }
 
+// reward_norm with a proxy that recorded its training statistics divides by those, the same at every step.
+TEST(PpoTraining, RewardNormUsesTheProxysTrainingStatistics) {
+  auto dir = temp_dir("reward_norm");
+  TrainRmConfig rm;
+  rm.data.path = (dir / "pairs.jsonl").string();
+  std::string pairs;
+  for (int i = 0; i < 16; ++i)
+    pairs +=
+        nlohmann::json{
+            {"prompt", "Once upon a time"}, {"chosen", " Lily was happy."}, {"rejected", " Tom was sad."}}
+            .dump() +
+        "\n";
+  write_file_atomic(rm.data.path, pairs);
+  rm.threads = 1, rm.eval_fraction = 0, rm.max_length = 48, rm.rm.head = "linear", rm.checkpoint_every = 0;
+  rm.optim.max_steps = 2, rm.optim.batch_size = 4, rm.device = "cpu";
+  train_reward_model(rm, (dir / "rm").string());
+  auto stats = make_model_scorer((dir / "rm/model").string())->reward_statistics();
+  ASSERT_TRUE(stats.has_value());
+  auto config = story_config(
+      "rollout_batch: 2\nsamples_per_prompt: 2\nminibatch_size: 4\nmax_new_tokens: 8\n"
+      "steps: 2\nn_eval_prompts: 2\nreward_norm: true\n");
+  config.proxy.model = (dir / "rm/model").string();
+  train_ppo(config, (dir / "ppo").string());
+  auto metrics = read_jsonl(dir / "ppo/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const auto& line : metrics)  // "reward" is the mean normalized score, "score" the raw one
+    EXPECT_NEAR(line["reward"].get<double>(), (line["score"].get<double>() - stats->mean) / stats->std, 1e-6);
+  fs::remove_all(dir);
+}
+
 TEST(PpoConfig, ValidationNamesWhatIsWrong) {
   auto config = story_config("");
   EXPECT_NO_THROW(config.validate());
@@ -303,6 +334,11 @@ TEST(PpoTraining, RaisesTheProxyRewardWhileKlGrowsFromZero) {
   EXPECT_GT(last["kl"].get<double>(), curve[1]["kl"].get<double>());
   EXPECT_TRUE(last["gold"].is_number());
   EXPECT_EQ(last["samples"], 96);
+  // The over-optimization signals over the 96 held-out samples: correlations, so within [-1, 1].
+  for (const char* key : {"proxy_length_corr", "gold_length_corr", "proxy_gold_spearman"}) {
+    ASSERT_TRUE(last[key].is_number()) << key;
+    EXPECT_LE(std::abs(last[key].get<double>()), 1.0) << key;
+  }
   auto metrics = read_jsonl(dir / "out/metrics.jsonl");
   ASSERT_EQ(metrics.size(), 24u);
   for (const char* key : {"policy_loss", "value_loss", "entropy", "kl", "kl_coef", "score", "return",
@@ -368,6 +404,8 @@ TEST(PpoTraining, RunsDataParallelThroughTheCommandLine) {
   for (double value : per_prompt) sum += value;
   EXPECT_NEAR(sum / 6, curve.back()["proxy"].get<double>(), 1e-9);
   EXPECT_TRUE(curve.back()["gold_per_prompt"].empty());
+  // No gold scorer: no gold signals (8-token responses may all be 8 long, leaving no length correlation).
+  EXPECT_TRUE(curve.back()["gold_length_corr"].is_null() && curve.back()["proxy_gold_spearman"].is_null());
   EXPECT_TRUE(fs::exists(dir / "out/policy/model.safetensors"));
   EXPECT_NE(read_file((dir / "out/config.resolved.yaml").string()).find("lr: 0.001"), std::string::npos);
   fs::remove_all(dir);
@@ -416,9 +454,10 @@ TEST(PpoTraining, ResumeAfterAKillGivesTheSameFinalActorAndCurve) {
 }
 
 TEST(PpoCurve, EvalPointsRoundTripThroughTheirJsonWithTodaysKeys) {
-  EvalPoint point{8, 0.5, 1.25, 12.5, 0.75, 16, {1.0, 1.5}, {0.5, 1.0}};
+  EvalPoint point{8, 0.5, 1.25, 12.5, 0.75, 16, {1.0, 1.5}, {0.5, 1.0}, 0.25, -0.5, 0.75};
   auto text = R"({"step": 8, "kl": 0.5, "proxy": 1.25, "gold": 0.75, "length": 12.5, "samples": 16,
-                  "proxy_per_prompt": [1.0, 1.5], "gold_per_prompt": [0.5, 1.0]})";
+                  "proxy_per_prompt": [1.0, 1.5], "gold_per_prompt": [0.5, 1.0], "proxy_length_corr": 0.25,
+                  "gold_length_corr": -0.5, "proxy_gold_spearman": 0.75})";
   EXPECT_EQ(nlohmann::json(point), nlohmann::json::parse(text));
   auto back = nlohmann::json::parse(text).get<EvalPoint>();
   EXPECT_EQ(back.step, 8);
@@ -435,6 +474,7 @@ TEST(PpoCurve, EvalPointsRoundTripThroughTheirJsonWithTodaysKeys) {
   EXPECT_EQ(old.samples, 6);
   EXPECT_TRUE(old.proxy_per_prompt.empty());
   EXPECT_TRUE(std::isnan(old.length));
+  EXPECT_TRUE(std::isnan(old.proxy_length_corr) && std::isnan(old.proxy_gold_spearman));
   EXPECT_THROW(nlohmann::json::parse(R"({"kl": 0.5})").get<EvalPoint>(), nlohmann::json::exception);
 }
 

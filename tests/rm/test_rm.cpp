@@ -19,6 +19,7 @@
 #include "rm/losses.hpp"
 #include "rm/reward_data.hpp"
 #include "rm/reward_model.hpp"
+#include "rm/rewardbench2.hpp"
 #include "rm/scorer.hpp"
 #include "rm/train_rm.hpp"
 #include "tests/test_util.hpp"
@@ -55,6 +56,31 @@ TEST(Losses, MatchHandWorkedValues) {
   // ((-5 - -4) - (-7 - -7)) = -1, times beta
   EXPECT_NEAR(value(dpo_reg(vec({-5.0f}), vec({-7.0f}), vec({-4.0f}), vec({-7.0f}), 0.1)), nls(-0.1), 1e-6);
   EXPECT_NEAR(value(grm_loss(torch::tensor(1.0), torch::tensor(2.0), 0.01)), 1.01, 1e-6);
+}
+
+TEST(Losses, PublishedMethodsMatchHandWorkedValues) {
+  // BSR: B = 2 pairs, mean reward (1 + 0 + 2 + 1) / 4 = 1, so 0.001 * 2 * 1^2
+  EXPECT_NEAR(value(batch_sum_penalty(vec({1, 0, 2, 1}), 1e-3)), 0.002, 1e-9);
+  EXPECT_NEAR(value(batch_sum_penalty(vec({3, -1, -2, 0}), 1e-3)), 0.0, 1e-9);  // sums to zero
+  // Eurus: (nls(1) + nls(0)) and (nls(0) + nls(-1)), averaged: 1.506409
+  EXPECT_NEAR(value(eurus_penalty(vec({1, 0}), vec({0, 1}))), (nls(1) + 2 * nls(0) + nls(-1)) / 2, 1e-6);
+  EXPECT_NEAR(value(eurus_penalty(vec({1, 0}), vec({0, 1}))), 1.506409, 1e-6);
+  // Centering: pair sums 2 and 1, mean of squares 2.5, times 0.01
+  EXPECT_NEAR(value(centering_penalty(vec({1, 0.5}), vec({1, 0.5}), 0.01)), 0.025, 1e-7);
+  // InfoRM's KL: 0.5 * ((1 + 1 - 0 - 1) + (0 + 2 - ln 2 - 1)) = 1 - ln(2) / 2, one row
+  auto mu = torch::tensor({{1.0f, 0.0f}}), logvar = torch::tensor({{0.0f, float(std::log(2.0))}});
+  EXPECT_NEAR(value(gaussian_kl(mu, logvar)), 1 - std::log(2.0) / 2, 1e-6);
+  EXPECT_NEAR(value(gaussian_kl(torch::zeros({3, 4}), torch::zeros({3, 4}))), 0.0, 1e-9);  // the prior itself
+  // Pearson: dx = (-1, 0, 1), dy = (-7, -1, 8) / 3: 5 / sqrt(2 * 114 / 9) = 0.993399
+  EXPECT_NEAR(value(pearson(vec({1, 2, 3}), vec({2, 4, 7}))), 5 / std::sqrt(2 * 114.0 / 9), 1e-6);
+  EXPECT_NEAR(value(pearson(vec({1, 1, 1}), vec({1, 2, 3}))), 0.0, 1e-9);  // constant: 0, not NaN
+  // ODIN: quality perfectly correlated with length (|1|), the length head anti-correlated (-(-1)): 2
+  EXPECT_NEAR(value(odin_length_penalty(vec({1, 2, 3}), vec({3, 2, 1}), vec({1, 2, 3}))), 2.0, 1e-6);
+  EXPECT_NEAR(value(odin_length_penalty(vec({1, 3, 2}), vec({1, 2, 3}), vec({1, 2, 3}))), 0.5 - 1, 1e-6);
+  // Orthogonality: |1 * 3 + 2 * -1| = 1; two rows: (|2| + |-4|) / 2 = 3
+  EXPECT_NEAR(value(orthogonality_penalty(torch::tensor({{1.0f, 2.0f}}), torch::tensor({{3.0f, -1.0f}}))),
+              1.0, 1e-6);
+  EXPECT_NEAR(value(orthogonality_penalty(torch::eye(2), torch::tensor({{2.0f, -4.0f}}))), 3.0, 1e-6);
 }
 
 TEST(RewardData, ResponseMaskCoversOnlyResponseTokensAndPaddingIsMasked) {
@@ -328,6 +354,88 @@ TEST(EvalRm, RewardBenchReasoningWeighsMathAsTheOfficialScorerDoes) {
 
 // transformers saves *ForSequenceClassification checkpoints without tokenizer files: such a directory is
 // scored with a tokenizer given beside it, and without one the error says how.
+TEST(RewardBench2, BestOfFourAndTiesMatchHandWorkedScores) {
+  EXPECT_EQ(best_of_k_credit({2, 1, 0, -1}, 1), 1.0);
+  EXPECT_EQ(best_of_k_credit({1, 2, 0, 0}, 1), 0.0);
+  EXPECT_EQ(best_of_k_credit({2, 2, 0, 1}, 1), 0.5);  // tied at the top with one wrong answer: half
+  EXPECT_EQ(best_of_k_credit({2, 2, 2, 2}, 1), 0.25);
+  EXPECT_THROW(best_of_k_credit({1, 2}, 2), Error);
+  auto stats = ties_prompt_stats({3, 2, 1, 0}, 2);
+  EXPECT_TRUE(stats.accurate);
+  EXPECT_EQ(stats.correct_spread, 1.0);
+  EXPECT_EQ(stats.correct_incorrect_margin, 1.0);
+  EXPECT_TRUE(std::isnan(ties_prompt_stats({5, 1}, 1).correct_spread));
+  // Prompt 1: ref margin 4; tied spread 0.5, margin 2.5, so both margin tests hold and tanh(2.5/0.5 - 1).
+  // Prompt 2: ref margin 2; tied {1, 0 | 2}: margin -2 (inaccurate), spread 1, tanh(-2/1 - 1).
+  std::map<std::string, TiesPromptStats> ref = {{"1", ties_prompt_stats({5, 1}, 1)}},
+                                         tied = {{"1", ties_prompt_stats({4, 3.5, 1, 0}, 2)}};
+  EXPECT_NEAR(ties_score(ref, tied), 0.3 + 0.3 + 0.2 + 0.2 + 0.01 * std::tanh(4.0), 1e-12);
+  ref["2"] = ties_prompt_stats({3, 1}, 1);
+  tied["2"] = ties_prompt_stats({1, 0, 2}, 2);
+  double expected =
+      0.3 * 0.5 + 0.3 * 1 + 0.2 * 0.5 + 0.2 * 0.5 + 0.01 * (std::tanh(4.0) + std::tanh(-3.0)) / 2;
+  EXPECT_NEAR(ties_score(ref, tied), expected, 1e-12);  // 0.6500214
+  EXPECT_NEAR(ties_score(ref, tied), 0.6500214, 1e-7);
+  // Equal margins: "greater than" fails, tanh(0) adds nothing.
+  EXPECT_NEAR(ties_score({{"1", ties_prompt_stats({5, 1}, 1)}}, {{"1", ties_prompt_stats({3, 2, 1, 0}, 2)}}),
+              0.6, 1e-12);
+}
+
+// Scores a response by the number it is.
+struct NumberScorer : Scorer {
+  std::vector<double> score(const std::vector<ScoreItem>& items) override {
+    std::vector<double> out;
+    for (const auto& item : items) out.push_back(std::stod(item.response));
+    return out;
+  }
+};
+
+TEST(RewardBench2, FilesAreScoredPerSubsetAndAveraged) {
+  auto dir = temp_dir("rb2");
+  auto path = (dir / "rb2.jsonl").string();
+  // Math: credits 1 and 0.5 -> 0.75. Focus: 0 (a wrong answer on top). Ties: the hand-worked 0.6 above.
+  write_file_atomic(
+      path,
+      R"({"id": "1", "prompt": "p", "chosen": ["3"], "rejected": ["1", "2", "0"], "subset": "Math", "num_correct": 1}
+{"id": "2", "prompt": "p", "chosen": "2", "rejected": ["2", "1", "0"], "subset": "Math"}
+{"id": "3", "prompt": "p", "chosen": ["1"], "rejected": ["4", "1", "0"], "subset": "Focus"}
+{"id": "ref:1", "prompt": "q", "chosen": ["5"], "rejected": ["1"], "subset": "Ties", "num_correct": 1}
+{"id": "tied:1", "prompt": "q", "chosen": ["3", "2"], "rejected": ["1", "0"], "subset": "Ties", "num_correct": 2}
+)");
+  NumberScorer scorer;
+  EvalSetConfig set;
+  set.data.path = path;
+  set.benchmark = "rewardbench2";
+  auto result = evaluate_rewardbench2(scorer, set);
+  EXPECT_EQ(result.n, 5);
+  EXPECT_NEAR(result.sections.at("Math").accuracy, 0.75, 1e-12);
+  EXPECT_EQ(result.sections.at("Math").n, 2);
+  EXPECT_NEAR(result.sections.at("Focus").accuracy, 0.0, 1e-12);
+  EXPECT_NEAR(result.sections.at("Ties").accuracy, 0.6, 1e-12);
+  EXPECT_NEAR(result.accuracy, (0.75 + 0 + 0.6) / 3, 1e-12);
+  EXPECT_NEAR(*result.section_score, result.accuracy, 1e-12);
+  // Bad records name the line and the field.
+  write_file_atomic(path,
+                    "{\"prompt\": \"p\", \"chosen\": [\"1\"], \"rejected\": [\"0\"], \"subset\": \"Math\"}\n"
+                    "{\"prompt\": \"p\", \"chosen\": [1], \"rejected\": [\"0\"], \"subset\": \"Math\"}\n");
+  EXPECT_NE(error_of([&] {
+              evaluate_rewardbench2(scorer, set);
+            }).find("rb2.jsonl:2: field 'chosen' must hold strings"),
+            std::string::npos);
+  write_file_atomic(
+      path, R"({"id": "x:1", "prompt": "p", "chosen": ["1", "2"], "rejected": ["0"], "subset": "Ties"})");
+  EXPECT_NE(error_of([&] {
+              evaluate_rewardbench2(scorer, set);
+            }).find("rb2.jsonl:1: a Ties record's id must be ref:N or tied:N"),
+            std::string::npos);
+  write_file_atomic(
+      path, R"({"prompt": "p", "chosen": ["1"], "rejected": ["0"], "subset": "Math", "num_correct": 2})");
+  EXPECT_NE(
+      error_of([&] { evaluate_rewardbench2(scorer, set); }).find("num_correct is 2, but 'chosen' holds 1"),
+      std::string::npos);
+  fs::remove_all(dir);
+}
+
 TEST(Scorer, AModelSavedWithoutATokenizerTakesOneGivenBesideIt) {
   auto dir = temp_dir("no_tokenizer");
   std::string backbone = shared_path("models/tinystories-656k");
@@ -408,19 +516,24 @@ double max_difference(const std::map<std::string, torch::Tensor>& a,
   return worst;
 }
 
+// Trains `c` straight through, and again stopped after `stop_after` steps (as a kill would) and restarted
+// with the same command; both end with the same weights, and the stopped run exported nothing.
+void expect_resume_matches_straight(const TrainRmConfig& c, const fs::path& dir, int64_t stop_after) {
+  train_reward_model(c, (dir / "straight").string());
+  EXPECT_FALSE(train_reward_model(c, (dir / "resumed").string(), "", stop_after).finished);
+  EXPECT_FALSE(fs::exists(dir / "resumed/model/config.json"));
+  train_reward_model(c, (dir / "resumed").string());
+  EXPECT_EQ(max_difference(weights_of(dir / "straight/model"), weights_of(dir / "resumed/model")), 0.0);
+}
+
 TEST(TrainRm, ResumeAfterAKillGivesTheSameFinalParameters) {
   auto dir = temp_dir("resume");
   auto c = small_config(dir, 120);
   c.rm.method = "grm";
   c.rm.reg = "sft";
   c.rm.alpha = 0.1;
-  train_reward_model(c, (dir / "straight").string());
   // Stopped after 5 steps (the last checkpoint is at step 4), then restarted with the same command.
-  auto partial = train_reward_model(c, (dir / "resumed").string(), "", 5);
-  EXPECT_FALSE(partial.finished);
-  EXPECT_FALSE(fs::exists(dir / "resumed/model/config.json"));
-  train_reward_model(c, (dir / "resumed").string());
-  EXPECT_EQ(max_difference(weights_of(dir / "straight/model"), weights_of(dir / "resumed/model")), 0.0);
+  expect_resume_matches_straight(c, dir, 5);
   fs::remove_all(dir);
 }
 
@@ -517,7 +630,150 @@ TEST(TrainRm, EnsembleTrainsMembersAndCombinesThem) {
     auto config =
         nlohmann::json::parse(read_file((dir / fmt::format("out/model/member_{}/config.json", k)).string()));
     EXPECT_EQ(config["grm"]["seed"].get<uint64_t>(), ensemble_member_seed(c.seed, k));
+    EXPECT_TRUE(config["mean"].is_number() && config["std"].is_number());  // each member its own
   }
+  fs::remove_all(dir);
+}
+
+TEST(Scorer, EnsembleRulesMatchHandWorkedValuesAndTheirLimits) {
+  // Members 1 and 3: mean 2, population variance 1.
+  EXPECT_DOUBLE_EQ(combine_ensemble({1, 3}, "mean", 0), 2.0);
+  EXPECT_DOUBLE_EQ(combine_ensemble({1, 3}, "min", 0), 1.0);                       // WCO
+  EXPECT_DOUBLE_EQ(combine_ensemble({1, 3, 2}, "uwo", 0.5), 2.0 - 0.5 * 2.0 / 3);  // variance 2/3
+  EXPECT_DOUBLE_EQ(combine_ensemble({1, 3}, "uwo", 2.0), 0.0);
+  // -log((e^-1 + e^-3) / 2) = 1.566219
+  EXPECT_NEAR(combine_ensemble({1, 3}, "softmin", 0, 1.0), -std::log((std::exp(-1) + std::exp(-3)) / 2),
+              1e-12);
+  EXPECT_NEAR(combine_ensemble({1, 3}, "softmin", 0, 1.0), 1.566219, 1e-6);
+  EXPECT_NEAR(combine_ensemble({1, 3}, "softmin", 0, 1e-3), 1.0 + 1e-3 * std::log(2.0), 1e-9);  // -> min
+  EXPECT_NEAR(combine_ensemble({1, 3}, "softmin", 0, 1e4), 2.0, 1e-3);                          // -> mean
+  EXPECT_NEAR(combine_ensemble({1000, 3000}, "softmin", 0, 0.01), 1000 + 0.01 * std::log(2.0), 1e-9);
+  EXPECT_THROW(combine_ensemble({1, 3}, "median", 0), Error);
+}
+
+TEST(TrainRm, PublishedMethodsTrainAndExportOrdinaryModels) {
+  auto dir = temp_dir("published");
+  auto c = small_config(dir, 40);
+  c.optim.max_steps = 2;
+  c.log_every = 1;
+  c.checkpoint_every = 0;
+  c.rm.head = "mlp";
+  c.rm.head_hidden = 16;
+  c.rm.inform.latent = 8;
+  auto base = load_causal_lm(resolve_model_path("tinystories-656k"))->hf_state_dict();
+  std::vector<ScoreItem> items = {{"Once upon a time", " a dog was happy."}, {"Once", " Tom cried."}};
+  for (std::string method : {"bsr", "eurus", "center", "inform", "odin"}) {
+    auto run = c;
+    run.rm.method = method;
+    auto out = dir / method;
+    EXPECT_EQ(train_reward_model(run, out.string()).steps, 2) << method;
+    // The method's own term was in the loss: a positive regularizer column (BSR's can be tiny).
+    for (const auto& line : read_lines((out / "metrics.jsonl").string()))
+      EXPECT_GT(nlohmann::json::parse(line).at("reg_loss").get<double>(), 0.0) << method;
+    auto trained = weights_of(out / "model");
+    EXPECT_GT((trained.at("model.norm.weight") - base.at("model.norm.weight")).abs().max().item<double>(), 0)
+        << method;
+    // ODIN's length head is a training device: not saved. InfoRM's bottleneck is part of the scorer.
+    EXPECT_EQ(trained.count("length_head.weight"), 0u) << method;
+    EXPECT_EQ(trained.count("bottleneck.weight"), method == "inform" ? 1u : 0u) << method;
+    auto model = load_reward_model((out / "model").string());
+    EXPECT_EQ(model->head_options().bottleneck, method == "inform" ? 8 : 0) << method;
+    EXPECT_EQ(model->metadata.at("method"), method);
+    auto scorer = make_model_scorer((out / "model").string());
+    auto first = scorer->score(items), again = scorer->score(items);
+    EXPECT_EQ(first, again) << method << ": scoring reads z = mu, no noise";
+    EXPECT_NE(first[0], first[1]) << method;
+  }
+  // InfoRM's noise is a function of (seed, step): a killed and resumed run ends where a straight one does.
+  auto run = c;
+  run.rm.method = "inform";
+  run.optim.max_steps = 6;
+  run.checkpoint_every = 2;
+  expect_resume_matches_straight(run, dir, 3);
+  fs::remove_all(dir);
+}
+
+TEST(TrainRm, WarmAveragesMembersTrainedFromOneInitialization) {
+  auto dir = temp_dir("warm");
+  auto c = small_config(dir, 40);
+  c.optim.max_steps = 3;
+  c.checkpoint_every = 0;
+  c.rm.head = "mlp";
+  c.rm.head_hidden = 16;
+  c.rm.method = "warm";
+  c.rm.warm.members = 2;
+  auto result = train_reward_model(c, (dir / "out").string());
+  EXPECT_EQ(result.heldout_pairs, 8);
+  EXPECT_FALSE(fs::exists(dir / "out/model/ensemble.json"));  // one ordinary model
+  auto merged = weights_of(dir / "out/model"), m0 = weights_of(dir / "out/warm_members/member_0"),
+       m1 = weights_of(dir / "out/warm_members/member_1");
+  ASSERT_EQ(merged.size(), m0.size());
+  for (const auto& [name, tensor] : merged)
+    EXPECT_LE((tensor - (m0.at(name) + m1.at(name)) / 2).abs().max().item<double>(), 1e-6) << name;
+  EXPECT_GT(max_difference(m0, m1), 1e-6);  // their own data orders made them differ
+  auto config = nlohmann::json::parse(read_file((dir / "out/model/config.json").string()));
+  EXPECT_EQ(config["grm"]["method"], "warm");
+  EXPECT_EQ(config["grm"]["warm_members"], 2);
+  // One initialization: with a learning rate too small to move anything, WARM's members keep one head,
+  // where an ensemble's members start from heads of their own.
+  auto still = c;
+  still.optim.lr = 1e-12;
+  train_reward_model(still, (dir / "still").string());
+  auto s0 = weights_of(dir / "still/warm_members/member_0"),
+       s1 = weights_of(dir / "still/warm_members/member_1");
+  EXPECT_LE((s0.at("reward_head.0.weight") - s1.at("reward_head.0.weight")).abs().max().item<double>(), 1e-9);
+  still.rm.method = "ensemble";
+  still.rm.ensemble.members = 2;
+  train_reward_model(still, (dir / "ensemble").string());
+  auto e0 = weights_of(dir / "ensemble/model/member_0"), e1 = weights_of(dir / "ensemble/model/member_1");
+  EXPECT_GT((e0.at("reward_head.0.weight") - e1.at("reward_head.0.weight")).abs().max().item<double>(), 1e-3);
+  // Members of different architectures are not averaged.
+  EXPECT_THROW(
+      average_reward_models({(dir / "out/warm_members/member_0").string(), resolve_model_path("stories3m")},
+                            (dir / "bad").string()),
+      Error);
+  fs::remove_all(dir);
+}
+
+TEST(TrainRm, RecordsRewardStatisticsThatScorersNormalizeWith) {
+  auto dir = temp_dir("stats");
+  auto c = small_config(dir, 40);
+  c.optim.max_steps = 2;
+  c.checkpoint_every = 0;
+  c.eval_fraction = 0;  // every pair a training pair
+  train_reward_model(c, (dir / "out").string());
+  auto config = nlohmann::json::parse(read_file((dir / "out/model/config.json").string()));
+  ASSERT_TRUE(config["mean"].is_number() && config["std"].is_number()) << config.dump();
+  double mean = config["mean"], std = config["std"];
+  // The population moments of the exported model's rewards over every training response.
+  auto raw = make_model_scorer((dir / "out/model").string());
+  std::vector<ScoreItem> items;
+  for (const auto& pair : read_preferences(c.data))
+    items.push_back({pair.prompt, pair.chosen}), items.push_back({pair.prompt, pair.rejected});
+  auto rewards = raw->score(items);
+  double m = 0, v = 0;
+  for (double r : rewards) m += r / double(rewards.size());
+  for (double r : rewards) v += (r - m) * (r - m) / double(rewards.size());
+  EXPECT_NEAR(mean, m, 1e-6);
+  EXPECT_NEAR(std, std::sqrt(v), 1e-6);
+  EXPECT_GT(std, 0);
+  ASSERT_TRUE(raw->reward_statistics().has_value());
+  EXPECT_EQ(raw->reward_statistics()->mean, mean);
+  ScorerConfig normalized;
+  normalized.model = (dir / "out/model").string();
+  normalized.normalize = true;
+  auto scaled = make_scorer(normalized)->score(items);
+  for (size_t i = 0; i < items.size(); ++i) EXPECT_NEAR(scaled[i], (rewards[i] - mean) / std, 1e-9);
+  // A model without statistics (from an older grm, or another trainer) cannot be normalized.
+  config.erase("mean");
+  config.erase("std");
+  write_file_atomic((dir / "out/model/config.json").string(), config.dump());
+  EXPECT_FALSE(make_model_scorer((dir / "out/model").string())->reward_statistics().has_value());
+  EXPECT_NE(error_of([&] { make_scorer(normalized); }).find("has no reward statistics"), std::string::npos);
+  ScorerConfig oracle;
+  oracle.oracle = "story";
+  oracle.normalize = true;
+  EXPECT_THROW(make_scorer(oracle), Error);
   fs::remove_all(dir);
 }
 
@@ -611,18 +867,18 @@ int run_grm(const std::string& prefix, const fs::path& config, const fs::path& o
   return std::system(command.c_str());
 }
 
-TEST(TrainRm, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
-  auto dir = temp_dir("ddp");
+// Trains `rm` (a YAML flow mapping) for 3 steps on one rank with batch 8 and on two with batch 4 each,
+// and expects the same weights; and that they moved (the comparison is not between untouched models).
+void expect_two_ranks_equal_one(const std::string& name, const std::string& rm) {
+  auto dir = temp_dir("ddp_" + name);
   write_file_atomic((dir / "pairs.jsonl").string(), story_pairs(64, 3));
-  auto write_config = [&](const std::string& name, int batch) {
+  auto write_config = [&](const std::string& file, int batch) {
     std::string yaml = fmt::format(
         "model: tinystories-656k\nmax_length: 40\nthreads: 1\neval_fraction: 0\nlog_every: "
         "1\ncheckpoint_every: 0\ndevice: cpu\n"  // MPI buckets, also on a machine with one GPU
-        // No head dropout: its masks depend on how the batch is split, and the test compares splits.
-        "data: {{path: {}}}\nrm: {{method: grm, reg: sft, alpha: 0.1, head: linear, head_dropout: 0}}\n"
-        "optim: {{lr: 0.0002, batch_size: {}, max_steps: 3, warmup_ratio: 0}}\n",
-        (dir / "pairs.jsonl").string(), batch);
-    write_file_atomic((dir / name).string(), yaml);
+        "data: {{path: {}}}\nrm: {}\noptim: {{lr: 0.0002, batch_size: {}, max_steps: 3, warmup_ratio: 0}}\n",
+        (dir / "pairs.jsonl").string(), rm, batch);
+    write_file_atomic((dir / file).string(), yaml);
   };
   write_config("one.yaml", 8);
   write_config("two.yaml", 4);
@@ -630,11 +886,29 @@ TEST(TrainRm, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
   ASSERT_EQ(run_grm("mpirun --allow-run-as-root --oversubscribe -np 2", dir / "two.yaml", dir / "two"), 0)
       << read_file((dir / "two.log").string());
   auto one = weights_of(dir / "one/model"), two = weights_of(dir / "two/model");
-  EXPECT_LE(max_difference(one, two), 1e-5);
-  // And the training really moved the weights (the comparison is not between two untouched models).
+  EXPECT_LE(max_difference(one, two), 1e-5) << name;
   auto base = load_causal_lm(resolve_model_path("tinystories-656k"))->hf_state_dict();
-  EXPECT_GT((one.at("model.norm.weight") - base.at("model.norm.weight")).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((one.at("model.norm.weight") - base.at("model.norm.weight")).abs().max().item<double>(), 1e-4)
+      << name;
   fs::remove_all(dir);
+}
+
+// No head dropout in these: its masks depend on how the batch is split, and the tests compare splits.
+TEST(TrainRm, TwoRanksWithBatchBEqualOneRankWithBatch2B) {
+  expect_two_ranks_equal_one("grm", "{method: grm, reg: sft, alpha: 0.1, head: linear, head_dropout: 0}");
+}
+
+// BSR's mean reward and ODIN's correlations are statistics of the global batch; InfoRM's noise is drawn
+// for the global batch. Each gives on two ranks what it gives on one.
+TEST(TrainRm, TwoRanksEqualOneRankForThePublishedMethods) {
+  // BSR at a lambda large enough that its term moves the weights visibly.
+  expect_two_ranks_equal_one("bsr", "{method: bsr, bsr_lambda: 0.5, head: linear, head_dropout: 0}");
+  expect_two_ranks_equal_one("odin", "{method: odin, head: linear, head_dropout: 0}");
+  // A linear decoder: an MLP's last bias has no gradient under Bradley-Terry (it cancels in r_c - r_r),
+  // so AdamW turns the rounding left in its gradient, different for each split, into steps.
+  expect_two_ranks_equal_one("inform",
+                             "{method: inform, inform: {latent: 8}, head: linear, head_dropout: 0}");
+  expect_two_ranks_equal_one("center", "{method: center, center_coef: 0.5, head: linear, head_dropout: 0}");
 }
 
 }  // namespace

@@ -233,6 +233,20 @@ TEST_F(ReportTest, FullRunHasTheRightNumbersAndVerdicts) {
 
   EXPECT_NE(verdict.find("OOD accuracy (mean of 2 sets): GRM beat the baseline"), std::string::npos)
       << verdict;
+  // The other methods (margin) get the same comparisons, in a section of their own, named as themselves.
+  ASSERT_FALSE(s["method_comparisons"].empty());
+  for (const auto& c : s["method_comparisons"]) {
+    EXPECT_EQ(c["method_setting"]["method"], "margin") << c;
+    EXPECT_EQ(c["statement"].get<std::string>().find(
+                  c["statement"].get<std::string>().substr(0, c["statement"].get<std::string>().find(':')) +
+                  ": margin "),
+              0u)
+        << c;
+  }
+  EXPECT_EQ(s["comparisons"].size(), 6u);  // GRM's alone
+  EXPECT_NE(
+      grm::read_file(run_dir_ + "/report/summary.md").find("## Every other method against the baseline"),
+      std::string::npos);
 
   // Gao et al.'s fits recover the curves' coefficients; the checks measure what the fixture holds.
   int bon_fits = 0;
@@ -322,6 +336,105 @@ TEST_F(ReportTest, HeadsGetATableAndDoNotChooseTheMainSetting) {
   // Table 1 keeps the main head only.
   EXPECT_EQ(markdown.substr(0, heads).find("linear"), std::string::npos) << markdown;
   EXPECT_NE(markdown.find("## Smallest training set, 100 pairs (Table 7)"), std::string::npos) << markdown;
+}
+
+// The over-optimization signals: per method at its main setting, over seeds. bt's seeds have BoN length
+// correlations 0.2, 0.3, 0.4 (mean 0.3); its prompts' best-of-n proxy and gold agree in order at n = 1
+// (rho 1) and are reversed at n = 4 (rho -1); PPO's sample rho falls from 0.8 to 0.2.
+TEST_F(ReportTest, OverOptimizationSignalsAreMeansOverSeedsAtTheMainSetting) {
+  json curves = json::object(), length = {{"gold", 0.1}}, spearman = json::object();
+  for (int seed = 0; seed < 3; ++seed) {
+    std::string proxy_id = fmt::format("proxy_rm-bt{}", seed);
+    add_stage(proxy_id, "train-rm", labels("bt", "", "1000", seed));
+    json curve = json::array();
+    for (int n : {1, 2, 4}) {
+      std::vector<double> proxy = {1, 2, 3, 4}, gold = {1, 2, 3, 4};
+      if (n == 4) gold = {4, 3, 2, 1};
+      curve.push_back({{"n", n},
+                       {"kl", kl_of(n)},
+                       {"proxy", 1.0 * n},
+                       {"gold", 0.5},
+                       {"proxy_per_prompt", proxy},
+                       {"gold_per_prompt", gold}});
+    }
+    curves[proxy_id] = curve;
+    length[proxy_id] = 0.2 + 0.1 * seed;
+    spearman[proxy_id] = 0.5;
+    std::string ppo = add_stage(fmt::format("ppo-bt{}", seed), "ppo", labels("bt", "", "1000", seed));
+    std::string lines;
+    for (int step : {0, 8, 16})
+      lines += json({{"step", step},
+                     {"kl", 0.1 * step},
+                     {"proxy", 0.1 * step},
+                     {"gold", 0.0},
+                     {"proxy_length_corr", 0.1 + 0.01 * step},
+                     {"gold_length_corr", -0.1},
+                     {"proxy_gold_spearman", 0.8 - 0.6 * step / 16.0}})
+                   .dump() +
+               "\n";
+    grm::write_file_atomic(ppo + "/ppo_curve.jsonl", lines);
+  }
+  std::string bon = add_stage("bon-0", "bon", json::object());
+  grm::write_file_atomic(bon + "/bon_curves.json", json({{"n_max", 4},
+                                                         {"n_prompts", 4},
+                                                         {"curves", curves},
+                                                         {"length_correlation", length},
+                                                         {"proxy_gold_spearman", spearman}})
+                                                       .dump());
+  write_dag();
+  grm::build_report(run_dir_);
+  json s = summary();
+  ASSERT_EQ(s["overoptimization_signals"].size(), 1u) << s["overoptimization_signals"];
+  const json& row = s["overoptimization_signals"][0];
+  EXPECT_EQ(row["setting"]["method"], "bt");
+  EXPECT_NEAR(row["bon_proxy_length_corr"]["mean"].get<double>(), 0.3, 1e-9);
+  EXPECT_EQ(row["bon_proxy_length_corr"]["n"], 3);
+  // t(2) * sd 0.1 / sqrt(3)
+  EXPECT_NEAR(row["bon_proxy_length_corr"]["hi"].get<double>(), 0.3 + 4.303 * 0.1 / std::sqrt(3.0), 1e-3);
+  EXPECT_NEAR(row["bon_gold_length_corr"]["mean"].get<double>(), 0.1, 1e-9);
+  EXPECT_NEAR(row["bon_proxy_gold_spearman_samples"]["mean"].get<double>(), 0.5, 1e-9);
+  EXPECT_NEAR(row["bon_proxy_gold_spearman_first"]["mean"].get<double>(), 1.0, 1e-9);
+  EXPECT_NEAR(row["bon_proxy_gold_spearman_last"]["mean"].get<double>(), -1.0, 1e-9);
+  EXPECT_NEAR(row["ppo_proxy_length_corr_first"]["mean"].get<double>(), 0.1, 1e-9);
+  EXPECT_NEAR(row["ppo_proxy_length_corr_last"]["mean"].get<double>(), 0.26, 1e-9);
+  EXPECT_NEAR(row["ppo_gold_length_corr_last"]["mean"].get<double>(), -0.1, 1e-9);
+  EXPECT_NEAR(row["ppo_proxy_gold_spearman_first"]["mean"].get<double>(), 0.8, 1e-9);
+  EXPECT_NEAR(row["ppo_proxy_gold_spearman_last"]["mean"].get<double>(), 0.2, 1e-9);
+  std::string markdown = grm::read_file(run_dir_ + "/report/summary.md");
+  EXPECT_NE(markdown.find("## Over-optimization signals"), std::string::npos) << markdown;
+  EXPECT_NE(markdown.find("| bt (size=1000) | +0.30 ± 0.25 | +0.10 ± 0.00 | +0.50 | +1.00 → -1.00 | "
+                          "+0.10 ± 0.00 → +0.26 | -0.10 ± 0.00 | +0.80 ± 0.00 → +0.20 |"),
+            std::string::npos)
+      << markdown;
+  EXPECT_TRUE(fs::exists(run_dir_ + "/report/plots/rank_correlation.png"));
+}
+
+// When every seed's difference is the same (GRM ranks exactly one more of the 40 pairs right on each), a
+// t-interval over seeds would have zero width; the interval comes from the pairs, pooled over seeds.
+TEST_F(ReportTest, EqualDifferencesOverSeedsTakeTheirIntervalFromThePooledPairs) {
+  for (const std::string method : {"bt", "grm"})
+    for (int seed = 0; seed < 3; ++seed) {
+      std::vector<int> correct(40, 0);
+      int right = 24 + seed + (method == "grm" ? 1 : 0);
+      for (int i = 0; i < right; ++i) correct[size_t(i)] = 1;
+      std::string eval = add_stage(fmt::format("eval-{}{}", method, seed), "eval-rm",
+                                   labels(method, method == "grm" ? "0.01" : "", "100", seed));
+      json set = json::object();
+      set["accuracy"] = right / 40.0, set["n"] = 40, set["correct"] = correct;
+      json file = json::object();
+      file["sets"]["id"] = set;
+      grm::write_file_atomic(eval + "/eval.json", file.dump());
+    }
+  write_dag();
+  grm::build_report(run_dir_);
+  json s = summary();
+  const json& id = comparison(s, "id_accuracy");
+  EXPECT_NEAR(id["difference"]["mean"].get<double>(), 0.025, 1e-9);
+  EXPECT_EQ(
+      id["interval_basis"],
+      "paired bootstrap over the same 120 evaluation pairs of 3 seeds (the seeds' differences were equal)");
+  EXPECT_LT(id["difference"]["lo"].get<double>(), id["difference"]["hi"].get<double>());
+  EXPECT_FALSE(id["grm_beat_baseline"].get<bool>());  // 3 pairs of 120: the interval reaches 0
 }
 
 TEST_F(ReportTest, MissingPartsAreNotedNotFatal) {
