@@ -218,14 +218,14 @@ void run_best_of_n(const BonConfig& c, const std::string& out_dir, const std::st
   }
   auto gold_flat = scores_for("gold", c.gold, samples, out_dir, config_dir);
   auto gold = by_prompt(gold_flat, n_prompts, n);
-  BonCurves result{n, n_prompts, {}, {}, {}};
+  BonCurves result{n, n_prompts, {}, {}, {}, NAN};
   std::vector<double> lengths;
   for (const auto& sample : samples) lengths.push_back(double(sample.tokens));
   // JSON has no NaN: an undefined correlation is left out of the maps.
   auto keep = [](std::map<std::string, double>& into, const std::string& key, double value) {
     if (std::isfinite(value)) into[key] = value;
   };
-  keep(result.length_correlation, "gold", pearson(gold_flat, lengths));
+  result.gold_length_correlation = pearson(gold_flat, lengths);
   std::string csv =
       "proxy,n,kl,proxy_mean,proxy_lo,proxy_hi,gold_mean,gold_lo,gold_hi,proxy_norm,gold_norm\n";
   for (const auto& [name, scorer] : proxies) {
@@ -283,11 +283,14 @@ void from_json(const json& in, BonPoint& p) {
 }
 
 void to_json(json& out, const BonCurves& curves) {
-  out = {{"n_max", curves.n_max},
-         {"n_prompts", curves.n_prompts},
-         {"curves", curves.curves},
-         {"length_correlation", curves.length_correlation},
-         {"proxy_gold_spearman", curves.proxy_gold_spearman}};
+  out = {
+      {"n_max", curves.n_max},
+      {"n_prompts", curves.n_prompts},
+      {"curves", curves.curves},
+      {"length_correlation", curves.length_correlation},
+      {"proxy_gold_spearman", curves.proxy_gold_spearman},
+      {"gold_length_correlation",
+       std::isfinite(curves.gold_length_correlation) ? json(curves.gold_length_correlation) : json(nullptr)}};
 }
 
 void from_json(const json& in, BonCurves& curves) {
@@ -296,6 +299,7 @@ void from_json(const json& in, BonCurves& curves) {
   curves.curves = in.value("curves", decltype(curves.curves){});
   curves.length_correlation = in.value("length_correlation", decltype(curves.length_correlation){});
   curves.proxy_gold_spearman = in.value("proxy_gold_spearman", decltype(curves.proxy_gold_spearman){});
+  curves.gold_length_correlation = number_or_nan(in, "gold_length_correlation");
 }
 
 }  // namespace grm

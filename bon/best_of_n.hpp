@@ -6,6 +6,7 @@
 // against KL_bon(n) = log n - (n-1)/n.
 #pragma once
 
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -86,15 +87,17 @@ void to_json(nlohmann::json& json, const BonPoint& point);
 void from_json(const nlohmann::json& json, BonPoint& point);
 
 // bon_curves.json: {"n_max", "n_prompts", "curves": {proxy name: [BonPoint, ...]}, "length_correlation",
-// "proxy_gold_spearman"}. A proxy given by
+// "proxy_gold_spearman", "gold_length_correlation"}. A proxy given by
 // proxy_models is named after its stage folder, the proxy stage's id in a pipeline run.
 struct BonCurves {
   int64_t n_max = 0;      // samples per prompt
   int64_t n_prompts = 0;  // prompts the curves average over
   std::map<std::string, std::vector<BonPoint>> curves;
-  // Over every sample: Pearson's r of each scorer's reward ("gold" and each proxy) with response length
-  // in tokens, and Spearman's rho of each proxy with the gold (core/correlation.hpp; NaN when undefined).
+  // Over every sample: Pearson's r of each proxy's reward with response length in tokens, and Spearman's
+  // rho of each proxy with the gold (core/correlation.hpp; an undefined one is left out); the gold's own
+  // length correlation (NaN when undefined, null in the file).
   std::map<std::string, double> length_correlation, proxy_gold_spearman;
+  double gold_length_correlation = NAN;
 };
 void to_json(nlohmann::json& json, const BonCurves& curves);
 // A missing count reads as 0, missing curves as none.

@@ -25,7 +25,10 @@ double pearson(const std::vector<double>& x, const std::vector<double>& y) {
   double sxy = 0, sxx = 0, syy = 0;
   for (size_t i = 0; i < x.size(); ++i)
     sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
-  if (!(sxx > 0) || !(syy > 0)) return std::nan("");
+  // Relative to the squares (as pearson_from_sums): a constant 0.1 leaves rounding in its deviations.
+  double xx = 0, yy = 0;
+  for (size_t i = 0; i < x.size(); ++i) xx += x[i] * x[i], yy += y[i] * y[i];
+  if (!(sxx > 1e-12 * std::max(1.0, xx)) || !(syy > 1e-12 * std::max(1.0, yy))) return std::nan("");
   return sxy / std::sqrt(sxx * syy);
 }
 
@@ -47,6 +50,9 @@ std::vector<double> mean_ranks(const std::vector<double>& x) {
 double spearman(const std::vector<double>& x, const std::vector<double>& y) {
   if (x.size() != y.size())
     fail("correlation of {} values with {}: the columns must pair up", x.size(), y.size());
+  // NaN has no rank (and would break the sort's ordering).
+  for (size_t i = 0; i < x.size(); ++i)
+    if (!std::isfinite(x[i]) || !std::isfinite(y[i])) return std::nan("");
   return pearson(mean_ranks(x), mean_ranks(y));
 }
 

@@ -11,9 +11,9 @@ namespace grm {
 double pearson_from_sums(double n, double sum_x, double sum_y, double sum_xx, double sum_yy, double sum_xy);
 // Pearson's r of paired values (x and y of one length, else an error).
 double pearson(const std::vector<double>& x, const std::vector<double>& y);
-// Spearman's rho: Pearson's r of the ranks, ties given their mean rank.
+// Spearman's rho: Pearson's r of the ranks, ties given their mean rank; NaN if any value is not finite.
 double spearman(const std::vector<double>& x, const std::vector<double>& y);
-// 1-based ranks of x, ties sharing their mean rank: {10, 30, 20, 20} -> {1, 4, 2.5, 2.5}.
+// 1-based ranks of x (finite values), ties sharing their mean rank: {10, 30, 20, 20} -> {1, 4, 2.5, 2.5}.
 std::vector<double> mean_ranks(const std::vector<double>& x);
 
 }  // namespace grm

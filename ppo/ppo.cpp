@@ -148,6 +148,13 @@ class PpoTrainer {
     critic_->to(device_);
 
     proxy_ = make_scorer(c_.proxy, config_dir);
+    if (c_.reward_norm) {
+      if (auto stats = proxy_->reward_statistics())
+        log::info("reward_norm: by the proxy's training statistics (mean {:.4f}, std {:.4f})", stats->mean,
+                  stats->std);
+      else
+        log::info("reward_norm: by running moments of the scores (the proxy recorded no statistics)");
+    }
     if (c_.gold) gold_ = make_scorer(*c_.gold, config_dir);
     int64_t n_positions = actor_->config().n_positions;
     for (const auto* set : {&train_, &eval_})
@@ -478,7 +485,7 @@ class PpoTrainer {
             rollout.response_mask.to(torch::kFloat32))
                .sum()
                .item<double>();
-      auto lengths = rollout.response_mask.sum(1).to(torch::kFloat64);
+      auto lengths = rollout.response_mask.sum(1).to(torch::kCPU).to(torch::kFloat64);
       auto row_length = lengths.accessor<double, 1>();
       for (int64_t j = 0; j < lengths.size(0); ++j) l2 += row_length[j] * row_length[j];
       // Rows are prompt-major: row j belongs to mine[j / eval_samples_per_prompt].

@@ -93,7 +93,8 @@ struct PpoConfig {
   CriticConfig critic;
   KlConfig kl;
   // Proxy scores normalized: by the proxy model's training statistics (config.json mean/std) when it has
-  // them, else by the running mean and std of the scores so far.
+  // them, else (ensembles, served and URL proxies, models without them) by the running mean and std of the
+  // scores so far; the log says which.
   bool reward_norm = false;
   // Advantages to mean 0, std 1 over each step's batch. With a sparse proxy (most scores 0) this scales
   // the KL penalty's tiny per-token terms up to the size of the score's, which can teach the policy to
@@ -184,8 +185,8 @@ struct EvalPoint {
   // items of intervals on the rise since step 0 and on differences between runs on the same prompts.
   std::vector<double> proxy_per_prompt, gold_per_prompt;  // gold: empty without a gold scorer
   // Pearson correlation of each sample's reward with its response length in tokens, over every held-out
-  // sample: a proxy that PPO drives toward length shows it rising (NaN without a gold scorer, or in older
-  // files).
+  // sample: a proxy that PPO drives toward length shows it rising. NaN when undefined (every sample the
+  // same length), in older files, and for the gold without a gold scorer.
   double proxy_length_corr = NAN, gold_length_corr = NAN;
   // Spearman's rho of the proxy's and the gold's rewards over the held-out samples (NaN without a gold).
   double proxy_gold_spearman = NAN;

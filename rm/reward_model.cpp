@@ -179,7 +179,9 @@ void save_reward_model(RewardModel& model, const std::string& directory) {
   if (model->head_options().bottleneck > 0) metadata["bottleneck"] = model->head_options().bottleneck;
   config["grm"] = metadata;
   std::string prefix = class_prefix(config.value("model_type", std::string("llama")));
-  if (model->head_options().type == "linear") {
+  // A linear head on the final hidden state is transformers' sequence classifier; behind InfoRM's
+  // bottleneck it is not (transformers would skip the bottleneck), so that one loads only here.
+  if (model->head_options().type == "linear" && model->head_options().bottleneck == 0) {
     config["architectures"] = {prefix + "ForSequenceClassification"};
     config["num_labels"] = 1;
     config["id2label"] = {{"0", "LABEL_0"}};

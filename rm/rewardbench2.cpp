@@ -143,7 +143,9 @@ Rb2Result score_rewardbench2(const std::vector<Rb2Record>& records,
     ++result.subset_prompts[record.subset];
     if (record.subset == "Ties") {
       auto [kind, n] = ties_id(record);
-      (kind == "ref" ? ref : tied)[n] = ties_prompt_stats(scores[i], record.num_correct);
+      if (!(kind == "ref" ? ref : tied).emplace(n, ties_prompt_stats(scores[i], record.num_correct)).second)
+        fail("{}: the Ties id '{}' appears twice; each ref:N and tied:N is one prompt", record.origin,
+             record.id);
     } else {
       credit[record.subset] += best_of_k_credit(scores[i], record.num_correct);
     }

@@ -85,7 +85,12 @@ class ModelScorer : public Scorer {
       for (double& r : out) r = (r - statistics_->mean) / statistics_->std;
     return out;
   }
-  std::optional<RewardStatistics> reward_statistics() const override { return statistics_; }
+  // Normalized scores have mean 0 and std 1 over the training responses: what a caller normalizing
+  // again must divide by.
+  std::optional<RewardStatistics> reward_statistics() const override {
+    if (normalize_) return RewardStatistics{0, 1};
+    return statistics_;
+  }
 
  private:
   int64_t batch_size_;
@@ -298,16 +303,26 @@ RewardStatistics record_reward_statistics(const std::string& model_dir,
   std::vector<ScoreItem> items;
   for (const auto& [prompt, response] : texts) items.push_back({prompt, response});
   auto rewards = ModelScorer(model_dir, 64, "auto", "").score(items);
-  double n = double(rewards.size()), mean = std::accumulate(rewards.begin(), rewards.end(), 0.0) / n, var = 0;
-  for (double r : rewards) var += (r - mean) * (r - mean) / n;
+  double sum = 0, squares = 0;
+  for (double r : rewards) sum += r, squares += r * r;
+  auto stats = reward_statistics_from_sums(double(rewards.size()), sum, squares);
+  write_reward_statistics(model_dir, stats);
+  return stats;
+}
+
+RewardStatistics reward_statistics_from_sums(double n, double sum, double squares) {
+  if (!(n > 0)) fail("reward statistics over no responses");
+  double mean = sum / n, var = std::max(0.0, squares / n - mean * mean);
   // A constant reward model has no scale to divide by: its std is recorded as 1.
-  RewardStatistics stats{mean, var > 0 ? std::sqrt(var) : 1.0};
+  return {mean, var > 0 ? std::sqrt(var) : 1.0};
+}
+
+void write_reward_statistics(const std::string& model_dir, const RewardStatistics& stats) {
   auto path = (fs::path(model_dir) / "config.json").string();
   auto config = nlohmann::json::parse(read_file(path));
   config["mean"] = stats.mean;
   config["std"] = stats.std;
   write_file_atomic(path, config.dump(2) + "\n");
-  return stats;
 }
 
 std::unique_ptr<Scorer> make_scorer(const ScorerConfig& c, const std::string& config_dir) {

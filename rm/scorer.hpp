@@ -78,6 +78,11 @@ std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t 
 // its config.json as "mean" and "std" (rewritten atomically). Returns them.
 RewardStatistics record_reward_statistics(const std::string& model_dir,
                                           const std::vector<std::pair<std::string, std::string>>& texts);
+// Mean and population std from a count, a sum and a sum of squares (which ranks can add); a std of 0
+// becomes 1, as a constant reward model has no scale.
+RewardStatistics reward_statistics_from_sums(double n, double sum, double squares);
+// Writes them into model_dir/config.json as "mean" and "std" (rewritten atomically).
+void write_reward_statistics(const std::string& model_dir, const RewardStatistics& stats);
 
 // Ensemble combination of member rewards r_1..r_K per item (rm/train_rm.hpp EnsembleConfig): mean; min
 // (WCO); mean_minus_std: mean - lambda * std; uwo: mean - lambda * variance (population moments);

@@ -162,6 +162,34 @@ class MemberTrainer {
     return result;
   }
 
+  // The mean and std of the trained model's rewards (dropout off) over the responses of the first `limit`
+  // training pairs (0: all), each rank scoring its share: what record_reward_statistics finds with the
+  // exported model, without rank 0 scoring them all while the others wait at the collective watchdog.
+  RewardStatistics reward_statistics(int64_t limit) {
+    torch::NoGradGuard no_grad;
+    model_->eval();
+    int64_t n = limit > 0 ? std::min<int64_t>(limit, int64_t(train_.size())) : int64_t(train_.size());
+    int64_t B = std::max<int64_t>(1, c_.optim.batch_size);
+    double count = 0, sum = 0, squares = 0;
+    for (int64_t begin = comm_.rank() * B; begin < n; begin += B * comm_.size()) {
+      std::vector<const EncodedSequence*> sequences;
+      for (int64_t i = begin; i < std::min(begin + B, n); ++i) {
+        sequences.push_back(&train_[size_t(i)].chosen);
+        sequences.push_back(&train_[size_t(i)].rejected);
+      }
+      auto batch = collate(sequences, pad_id_);
+      auto rewards = model_->forward(batch.ids.to(device_), batch.mask.to(device_)).rewards;
+      rewards = rewards.to(torch::kCPU).to(torch::kFloat64);
+      count += double(rewards.numel()), sum += rewards.sum().item<double>();
+      squares += rewards.pow(2).sum().item<double>();
+    }
+    auto sums = torch::tensor({count, sum, squares}, torch::kFloat64);
+    comm_.all_reduce_sum(sums);
+    model_->train();
+    return reward_statistics_from_sums(sums[0].item<double>(), sums[1].item<double>(),
+                                       sums[2].item<double>());
+  }
+
   // The trained model as a Hugging Face directory (root only; `dir` is a fresh partial directory).
   void export_to(const std::string& dir) {
     model_->to(torch::kCPU);
@@ -483,6 +511,7 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   if (train_pairs.empty())
     fail("{}: eval_fraction {} holds out all {} pairs and leaves none to train on; lower eval_fraction",
          config.data.path, config.eval_fraction, pairs.size());
+  // The responses WARM's merged model takes its reward statistics over (members take theirs in training).
   std::vector<std::pair<std::string, std::string>> statistics_texts;
   for (size_t i = 0; i < train_pairs.size(); ++i) {
     if (config.reward_stats_pairs > 0 && int64_t(i) >= config.reward_stats_pairs) break;
@@ -502,27 +531,36 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   bool warm = config.rm.method == "warm";
   auto model_out = fs::path(out_dir) / "model";
   auto staging = fs::path(out_dir) / (warm ? "warm_members.partial" : "model.partial");
-  bool ensemble = config.rm.method == "ensemble" || warm;
-  int64_t members = warm ? config.rm.warm.members : ensemble ? config.rm.ensemble.members : 1;
+  auto warm_members = fs::path(out_dir) / "warm_members";
+  // Killed after WARM's members moved beside the merge but before the end: they are the merge's inputs
+  // again (a finished merge is rewritten from them, the same).
+  if (warm && comm.is_root() && !fs::exists(staging) && fs::exists(warm_members))
+    fs::rename(warm_members, staging);
+  comm.barrier();
+  bool per_member = config.rm.method == "ensemble" || warm;  // trained as several members, one by one
+  int64_t members = warm ? config.rm.warm.members : per_member ? config.rm.ensemble.members : 1;
   TrainRmResult result;
   double accuracy_sum = 0;
   for (int64_t k = 0; k < members; ++k) {
-    auto member_dir = ensemble ? staging / fmt::format("member_{}", k) : model_out;
-    if (ensemble && fs::exists(member_dir / "config.json")) {
+    auto member_dir = per_member ? staging / fmt::format("member_{}", k) : model_out;
+    if (per_member && fs::exists(member_dir / "config.json")) {
       log::info("member {} already trained", k);
       continue;
     }
-    auto checkpoint = fs::path(out_dir) / "checkpoint" / (ensemble ? fmt::format("member_{}", k) : "main");
-    uint64_t seed = ensemble ? ensemble_member_seed(config.seed, k) : config.seed;
+    auto checkpoint = fs::path(out_dir) / "checkpoint" / (per_member ? fmt::format("member_{}", k) : "main");
+    uint64_t seed = per_member ? ensemble_member_seed(config.seed, k) : config.seed;
     MemberTrainer trainer(config, model_dir, train, heldout, pad_id, warm ? config.seed : seed, seed,
-                          ensemble ? fmt::format("member {}", k) : "");
+                          per_member ? fmt::format("member {}", k) : "");
     result = trainer.run(checkpoint.string(), metrics, stop_after_steps);
     if (!result.finished) return result;  // stopped early, as if killed
+    // WARM's members need none: the merge gets its own.
+    std::optional<RewardStatistics> statistics;
+    if (!warm) statistics = trainer.reward_statistics(config.reward_stats_pairs);
     if (comm.is_root())
       write_directory_atomic(member_dir.string(), [&](const std::string& partial) {
         trainer.export_to(partial);
         copy_tokenizer_files(model_dir, partial);
-        if (!warm) record_reward_statistics(partial, statistics_texts);  // WARM's merge gets its own
+        if (statistics) write_reward_statistics(partial, *statistics);
       });
     comm.barrier();
     accuracy_sum += result.heldout_accuracy;
@@ -538,9 +576,9 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
         record_reward_statistics(partial, statistics_texts);
       });
       // The members stay beside the merge, for a look at each (they were its inputs, not its parts).
-      replace_directory(staging.string(), (fs::path(out_dir) / "warm_members").string());
+      replace_directory(staging.string(), warm_members.string());
       result.heldout_accuracy = merged_heldout_accuracy(model_out.string(), heldout, pad_id, config);
-    } else if (ensemble) {
+    } else if (per_member) {
       copy_tokenizer_files(model_dir, staging.string());
       nlohmann::json e = {{"members", members},
                           {"combine", config.rm.ensemble.combine},

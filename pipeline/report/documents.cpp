@@ -264,8 +264,11 @@ std::string build_report(const std::string& run_dir, const ReportOptions& option
   Analysis analysis(data, options);
   std::vector<std::string> notes = data.notes;
   std::vector<Comparison> comparisons = compare_methods(data, analysis, options, notes);
-  std::vector<std::string> other_notes;  // the GRM comparison's notes already say what is missing
+  std::vector<std::string> other_notes;
   std::vector<Comparison> others = compare_methods(data, analysis, options, other_notes, true);
+  for (const auto& note : other_notes)  // "No comparison: ..." is said once already
+    if (std::find(notes.begin(), notes.end(), note) == notes.end() && note.rfind("No comparison", 0) != 0)
+      notes.push_back(note);
   std::vector<Check> checks = phenomenon_checks(data, analysis, options, notes);
   std::vector<GaoRow> fits = gao_fits(data, analysis);
   std::string checks_text;

@@ -163,7 +163,7 @@ void read_stage_outputs(RunData& data, const StageRecord& stage,
         for (const auto& point : points) {
           CurveRow row = curve_row(point);
           row.proxy_length_corr = signal(bon->length_correlation, proxy);
-          row.gold_length_corr = signal(bon->length_correlation, "gold");
+          row.gold_length_corr = bon->gold_length_correlation;
           if (point.proxy_per_prompt.size() == point.gold_per_prompt.size())
             row.proxy_gold_rank = spearman(point.proxy_per_prompt, point.gold_per_prompt);
           run.rows.push_back(std::move(row));

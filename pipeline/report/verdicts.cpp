@@ -46,17 +46,20 @@ std::pair<Estimate, std::string> difference(const PerSeed& grm, const PerSeed& b
                                             const std::string& items) {
   std::vector<double> by_seed;
   std::vector<double> pooled_a, pooled_b;  // the shared seeds' items, seed after seed
+  int pooled_seeds = 0;
   for (const auto& [seed, value] : grm)
     if (base.count(seed) && std::isfinite(value.value) && std::isfinite(base.at(seed).value)) {
       by_seed.push_back(value.value - base.at(seed).value);
-      if (value.items.size() == base.at(seed).items.size()) {
+      if (!value.items.empty() && value.items.size() == base.at(seed).items.size()) {
         pooled_a.insert(pooled_a.end(), value.items.begin(), value.items.end());
         pooled_b.insert(pooled_b.end(), base.at(seed).items.begin(), base.at(seed).items.end());
+        ++pooled_seeds;
       }
     }
   if (by_seed.size() >= 2) {
     Estimate over_seeds = estimate(by_seed);
-    if (over_seeds.has_interval())
+    // Equal up to rounding (k/200 accuracies subtract to differences an ulp apart) counts as equal.
+    if (over_seeds.hi - over_seeds.lo > 1e-9 * std::max(1.0, std::abs(over_seeds.mean)))
       return {over_seeds, fmt::format("t-interval over {} seeds, paired by seed", by_seed.size())};
     // Every seed differs by the same amount (counts of a few pairs do): a t-interval of zero width would
     // claim certainty, so the interval comes from the items instead, pooled over the seeds.
@@ -64,7 +67,7 @@ std::pair<Estimate, std::string> difference(const PerSeed& grm, const PerSeed& b
       return {paired_difference(pooled_a, pooled_b),
               fmt::format("paired bootstrap over the same {} {} of {} seeds (the seeds' differences were "
                           "equal)",
-                          pooled_a.size(), items, by_seed.size())};
+                          pooled_a.size(), items, pooled_seeds)};
     return {Estimate{over_seeds.mean, over_seeds.mean, over_seeds.mean, 0},
             fmt::format("no interval: the {} seeds' differences were equal and there are no per-item results",
                         by_seed.size())};

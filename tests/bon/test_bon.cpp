@@ -12,10 +12,12 @@
 #include "bon/best_of_n.hpp"
 #include "bon/estimator.hpp"
 #include "core/atomic_file.hpp"
+#include "core/correlation.hpp"
 #include "core/text_io.hpp"
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
 #include "rm/preference_data.hpp"
+#include "rm/story_oracle.hpp"
 #include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -161,10 +163,19 @@ TEST(BestOfN, EndToEndCurvesAndResumedSampling) {
   EXPECT_GT(curve[3]["proxy_norm"].get<double>(), 0.0);
   EXPECT_NEAR(curve[3]["kl"].get<double>(), std::log(8.0) - 7.0 / 8.0, 1e-9);
   // Gold and proxy are one scorer: the same length correlation, and a rank correlation of 1.
-  ASSERT_TRUE(curves["length_correlation"].contains("gold"));
+  ASSERT_TRUE(curves["gold_length_correlation"].is_number());
   EXPECT_DOUBLE_EQ(curves["length_correlation"]["story"].get<double>(),
-                   curves["length_correlation"]["gold"].get<double>());
-  EXPECT_LE(std::abs(curves["length_correlation"]["gold"].get<double>()), 1.0);
+                   curves["gold_length_correlation"].get<double>());
+  EXPECT_LE(std::abs(curves["gold_length_correlation"].get<double>()), 1.0);
+  // And it is the correlation of the oracle's scores with the samples' token counts, worked out here.
+  std::vector<double> story, tokens;
+  for (const auto& line : read_lines((dir / "run/samples.jsonl").string())) {
+    auto sample = nlohmann::json::parse(line);
+    story.push_back(
+        story_oracle_score(sample["prompt"].get<std::string>(), sample["text"].get<std::string>()));
+    tokens.push_back(sample["tokens"].get<double>());
+  }
+  EXPECT_NEAR(curves["gold_length_correlation"].get<double>(), pearson(story, tokens), 1e-9);
   EXPECT_NEAR(curves["proxy_gold_spearman"]["story"].get<double>(), 1.0, 1e-12);
   auto csv = read_lines((dir / "run/bon_curves.csv").string());
   EXPECT_EQ(csv.size(), 5u);  // header + 4 points
@@ -188,9 +199,10 @@ TEST(BestOfN, CurvesRoundTripThroughTheirJsonWithTodaysKeys) {
   EXPECT_EQ(back.gold_hi, 0.375);
   EXPECT_EQ(nlohmann::json(back), nlohmann::json(point));  // every field read back (the file has them all)
 
-  BonCurves curves{64, 8, {{"proxy_rm-0123456789abcdef", {point, point}}}, {{"gold", 0.5}}, {}};
+  BonCurves curves{64, 8, {{"proxy_rm-0123456789abcdef", {point, point}}}, {{"gold", 0.25}}, {}, 0.5};
   nlohmann::json file = curves;
-  EXPECT_EQ(file["length_correlation"]["gold"], 0.5);
+  EXPECT_EQ(file["gold_length_correlation"], 0.5);
+  EXPECT_EQ(file["length_correlation"]["gold"], 0.25);  // a proxy named "gold" is a proxy
   EXPECT_EQ(file["n_max"], 64);
   EXPECT_EQ(file["n_prompts"], 8);
   EXPECT_EQ(file["curves"]["proxy_rm-0123456789abcdef"][1], nlohmann::json::parse(text));

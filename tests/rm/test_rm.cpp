@@ -352,8 +352,6 @@ TEST(EvalRm, RewardBenchReasoningWeighsMathAsTheOfficialScorerDoes) {
   EXPECT_EQ(with_benchmark_defaults(own).sections.size(), 1u);
 }
 
-// transformers saves *ForSequenceClassification checkpoints without tokenizer files: such a directory is
-// scored with a tokenizer given beside it, and without one the error says how.
 TEST(RewardBench2, BestOfFourAndTiesMatchHandWorkedScores) {
   EXPECT_EQ(best_of_k_credit({2, 1, 0, -1}, 1), 1.0);
   EXPECT_EQ(best_of_k_credit({1, 2, 0, 0}, 1), 0.0);
@@ -428,6 +426,14 @@ TEST(RewardBench2, FilesAreScoredPerSubsetAndAveraged) {
               evaluate_rewardbench2(scorer, set);
             }).find("rb2.jsonl:1: a Ties record's id must be ref:N or tied:N"),
             std::string::npos);
+  write_file_atomic(path,
+                    R"({"id": "ref:1", "prompt": "q", "chosen": ["5"], "rejected": ["1"], "subset": "Ties"}
+{"id": "ref:1", "prompt": "q", "chosen": ["4"], "rejected": ["1"], "subset": "Ties"}
+)");
+  EXPECT_NE(error_of([&] {
+              evaluate_rewardbench2(scorer, set);
+            }).find("rb2.jsonl:2: the Ties id 'ref:1' appears twice"),
+            std::string::npos);
   write_file_atomic(
       path, R"({"prompt": "p", "chosen": ["1"], "rejected": ["0"], "subset": "Math", "num_correct": 2})");
   EXPECT_NE(
@@ -436,6 +442,8 @@ TEST(RewardBench2, FilesAreScoredPerSubsetAndAveraged) {
   fs::remove_all(dir);
 }
 
+// transformers saves *ForSequenceClassification checkpoints without tokenizer files: such a directory is
+// scored with a tokenizer given beside it, and without one the error says how.
 TEST(Scorer, AModelSavedWithoutATokenizerTakesOneGivenBesideIt) {
   auto dir = temp_dir("no_tokenizer");
   std::string backbone = shared_path("models/tinystories-656k");
@@ -667,9 +675,15 @@ TEST(TrainRm, PublishedMethodsTrainAndExportOrdinaryModels) {
     run.rm.method = method;
     auto out = dir / method;
     EXPECT_EQ(train_reward_model(run, out.string()).steps, 2) << method;
-    // The method's own term was in the loss: a positive regularizer column (BSR's can be tiny).
-    for (const auto& line : read_lines((out / "metrics.jsonl").string()))
-      EXPECT_GT(nlohmann::json::parse(line).at("reg_loss").get<double>(), 0.0) << method;
+    // The method's own term is in the loss: loss = reward loss + the method's term, and that term is not 0
+    // (ODIN's can be negative: a length head correlated with length lowers it).
+    for (const auto& line : read_lines((out / "metrics.jsonl").string())) {
+      auto row = nlohmann::json::parse(line);
+      EXPECT_NE(row.at("reg_loss").get<double>(), 0.0) << method;
+      EXPECT_NEAR(row.at("loss").get<double>(),
+                  row.at("reward_loss").get<double>() + row.at("reg_loss").get<double>(), 1e-6)
+          << method;
+    }
     auto trained = weights_of(out / "model");
     EXPECT_GT((trained.at("model.norm.weight") - base.at("model.norm.weight")).abs().max().item<double>(), 0)
         << method;
@@ -869,15 +883,16 @@ int run_grm(const std::string& prefix, const fs::path& config, const fs::path& o
 
 // Trains `rm` (a YAML flow mapping) for 3 steps on one rank with batch 8 and on two with batch 4 each,
 // and expects the same weights; and that they moved (the comparison is not between untouched models).
-void expect_two_ranks_equal_one(const std::string& name, const std::string& rm) {
+void expect_two_ranks_equal_one(const std::string& name, const std::string& rm, int grad_accum = 1) {
   auto dir = temp_dir("ddp_" + name);
   write_file_atomic((dir / "pairs.jsonl").string(), story_pairs(64, 3));
   auto write_config = [&](const std::string& file, int batch) {
     std::string yaml = fmt::format(
         "model: tinystories-656k\nmax_length: 40\nthreads: 1\neval_fraction: 0\nlog_every: "
         "1\ncheckpoint_every: 0\ndevice: cpu\n"  // MPI buckets, also on a machine with one GPU
-        "data: {{path: {}}}\nrm: {}\noptim: {{lr: 0.0002, batch_size: {}, max_steps: 3, warmup_ratio: 0}}\n",
-        (dir / "pairs.jsonl").string(), rm, batch);
+        "data: {{path: {}}}\nrm: {}\noptim: {{lr: 0.0002, batch_size: {}, grad_accum: {}, max_steps: 3, "
+        "warmup_ratio: 0}}\n",
+        (dir / "pairs.jsonl").string(), rm, batch, grad_accum);
     write_file_atomic((dir / file).string(), yaml);
   };
   write_config("one.yaml", 8);
@@ -908,7 +923,12 @@ TEST(TrainRm, TwoRanksEqualOneRankForThePublishedMethods) {
   // so AdamW turns the rounding left in its gradient, different for each split, into steps.
   expect_two_ranks_equal_one("inform",
                              "{method: inform, inform: {latent: 8}, head: linear, head_dropout: 0}");
+  // A per-pair penalty, for a regression guard: the global-batch mechanism is not used.
   expect_two_ranks_equal_one("center", "{method: center, center_coef: 0.5, head: linear, head_dropout: 0}");
+  // With accumulation, micro-batch m of every rank together is one rank's micro-batch m of twice the size.
+  expect_two_ranks_equal_one("bsr_accum", "{method: bsr, bsr_lambda: 0.5, head: linear, head_dropout: 0}", 2);
+  expect_two_ranks_equal_one("inform_accum",
+                             "{method: inform, inform: {latent: 8}, head: linear, head_dropout: 0}", 2);
 }
 
 }  // namespace
