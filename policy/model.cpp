@@ -288,6 +288,10 @@ torch::Tensor CausalLMImpl::logits_from_hidden(const torch::Tensor& hidden) {
   return lm_head_(hidden);
 }
 
+torch::Tensor CausalLMImpl::output_weight() const {
+  return lm_head_.is_empty() ? token_embedding_->weight : lm_head_->weight;
+}
+
 KVCache CausalLMImpl::make_cache(int64_t batch, int64_t capacity) const {
   KVCache cache;
   auto options = token_embedding_->weight.options();

@@ -40,6 +40,8 @@ class CausalLMImpl : public torch::nn::Module {
   ForwardOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask,
                         KVCache* cache = nullptr, bool want_logits = true);
   torch::Tensor logits_from_hidden(const torch::Tensor& hidden);  // (B, T, D) -> (B, T, V)
+  // The (V, D) matrix logits_from_hidden multiplies by: lm_head.weight, or the tied embedding.
+  torch::Tensor output_weight() const;
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
   const ModelConfig& config() const { return config_; }

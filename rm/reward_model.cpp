@@ -70,6 +70,7 @@ RewardOutput RewardModelImpl::forward(const torch::Tensor& ids, const torch::Ten
   last = torch::dropout(last, head_options_.dropout, is_training());
   RewardOutput result;
   result.logits = out.logits;
+  result.hidden = out.hidden;
   auto head_input = last;
   if (!bottleneck_.is_empty()) {
     auto stats = bottleneck_(last).chunk(2, -1);

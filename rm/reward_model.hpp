@@ -33,6 +33,7 @@ struct RewardHeadOptions {
 struct RewardOutput {
   torch::Tensor rewards;         // (B)
   torch::Tensor logits;          // (B, T, V) when requested (the LM head on the same hidden states)
+  torch::Tensor hidden;          // (B, T, D) the backbone's final hidden states
   torch::Tensor mu, logvar;      // (B, d) with a bottleneck
   torch::Tensor length_rewards;  // (B) with a length head
 };

@@ -16,6 +16,7 @@
 #include "core/log.hpp"
 #include "core/text_io.hpp"
 #include "core/torch_compat.hpp"
+#include "policy/logprobs.hpp"
 #include "policy/model_path.hpp"
 #include "policy/tokenizer/tokenizer.hpp"
 #include "rm/losses.hpp"
@@ -280,7 +281,12 @@ class MemberTrainer {
     const auto& method = c_.rm.method;
     torch::Tensor noise;
     if (method == "inform" && train) noise = bottleneck_noise(step, micro, B);
-    auto out = model_->forward(ids, mask, /*want_logits=*/grm, noise);
+    bool chunked = grm && model_->backbone()->config().n_vocab > c_.logprob_chunk;
+    auto out = model_->forward(ids, mask, /*want_logits=*/grm && !chunked, noise);
+    auto logprobs_of = [&](const torch::Tensor& logits, const torch::Tensor& hidden, CausalLM& lm) {
+      return chunked ? response_logprobs_chunked(hidden, lm->output_weight(), ids, response, c_.logprob_chunk)
+                     : response_logprobs(logits, ids, response);
+    };
     // What the loss ranks: the reward, or ODIN's quality plus length rewards. The statistics (accuracy,
     // reward moments) are of the reward the exported model scores with.
     auto ranked = method == "odin" ? out.rewards + out.length_rewards : out.rewards;
@@ -303,7 +309,7 @@ class MemberTrainer {
     }
     torch::Tensor loss = reward_loss, reg = torch::zeros({}, reward_loss.options());
     if (grm) {
-      auto logp = response_logprobs(out.logits, ids, response);  // (2B)
+      auto logp = logprobs_of(out.logits, out.hidden, model_->backbone());  // (2B)
       auto logp_c = logp.narrow(0, 0, B), logp_r = logp.narrow(0, B, B);
       if (c_.rm.reg == "sft") {
         reg = sft_reg(logp_c, c_.rm.beta);
@@ -317,7 +323,8 @@ class MemberTrainer {
         torch::Tensor ref;
         {
           torch::NoGradGuard no_grad;
-          ref = response_logprobs(reference_->forward(ids, mask).logits, ids, response);
+          auto reference = reference_->forward(ids, mask, nullptr, /*want_logits=*/!chunked);
+          ref = logprobs_of(reference.logits, reference.hidden, reference_);
         }
         reg = dpo_reg(logp_c, logp_r, ref.narrow(0, 0, B), ref.narrow(0, B, B), c_.rm.beta);
       }

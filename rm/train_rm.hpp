@@ -166,6 +166,10 @@ struct TrainRmConfig {
   // The reward statistics recorded into the exported model (rm/scorer.hpp record_reward_statistics) are
   // taken over the responses of this many training pairs, the first of the seeded order (0: all).
   int64_t reward_stats_pairs = 0;
+  // GRM's regularizer log-probs: a vocabulary larger than this is projected this many rows at a time over
+  // the response tokens only (policy/logprobs.hpp), never as (B, T, V) logits; smaller ones take the full
+  // logits, which are small.
+  int64_t logprob_chunk = 8192;
   int64_t log_every = 10;
   int64_t checkpoint_every = 50;
   int64_t threads = 0;          // LibTorch threads per rank; 0: cores / ranks
@@ -181,6 +185,7 @@ struct TrainRmConfig {
     v("rm", rm);
     v("optim", optim);
     v("reward_stats_pairs", reward_stats_pairs, Range::at_least(0));
+    v("logprob_chunk", logprob_chunk, Range::at_least(1));
     v("log_every", log_every, Range::at_least(1));
     v("checkpoint_every", checkpoint_every, Range::at_least(0));  // 0: only at the end
     v("threads", threads, Range::at_least(0));

@@ -8,8 +8,11 @@
 #include <fstream>
 
 #include "core/atomic_file.hpp"
+#include "core/error.hpp"
 #include "policy/generate.hpp"
+#include "policy/logprobs.hpp"
 #include "policy/model.hpp"
+#include "policy/model_path.hpp"
 #include "policy/safetensors.hpp"
 #include "policy/tokenizer/tokenizer.hpp"
 #include "tests/test_util.hpp"
@@ -154,6 +157,40 @@ TEST(CausalLM, ResponseLogprobsSumOnlyTheMaskedTokens) {
   auto sum = response_logprobs(logits, ids, response);
   EXPECT_NEAR(sum.item<double>(), (per_token[0][2] + per_token[0][3]).item<double>(), 1e-6);
   EXPECT_LT(sum.item<double>(), 0.0);
+}
+
+// The chunked log-probs equal log_softmax + gather, values and gradients, for chunk sizes that divide the
+// vocabulary, that do not, and that exceed it.
+TEST(ChunkedLogprobs, EqualTheFullLogSoftmaxInValueAndGradient) {
+  torch::manual_seed(3);
+  auto h0 = torch::randn({7, 5}), w0 = torch::randn({23, 5}) * 2;
+  auto targets = torch::tensor({0, 22, 5, 5, 11, 17, 3}, torch::kInt64);
+  auto h = h0.clone().set_requires_grad(true), w = w0.clone().set_requires_grad(true);
+  auto reference = torch::log_softmax(h.matmul(w.t()), -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+  auto weights = torch::linspace(0.5, 2.0, 7);  // a non-uniform upstream gradient
+  (reference * weights).sum().backward();
+  for (int64_t chunk : {1, 4, 23, 100}) {
+    auto hc = h0.clone().set_requires_grad(true), wc = w0.clone().set_requires_grad(true);
+    auto logp = chunked_token_logprobs(hc, wc, targets, chunk);
+    EXPECT_LT(max_abs_diff(logp, reference.detach()), 1e-5) << chunk;
+    (logp * weights).sum().backward();
+    EXPECT_LT(max_abs_diff(hc.grad(), h.grad()), 1e-5) << chunk;
+    EXPECT_LT(max_abs_diff(wc.grad(), w.grad()), 1e-5) << chunk;
+  }
+  EXPECT_THROW(chunked_token_logprobs(h0, w0, targets, 0), Error);
+}
+
+TEST(ChunkedLogprobs, ResponseSumsEqualTheFullLogitsOnARealModel) {
+  torch::NoGradGuard no_grad;
+  auto model = load_causal_lm(resolve_model_path("tinystories-656k"));
+  auto ids = torch::tensor({{1, 400, 261, 275, 300, 41, 310}, {1, 500, 200, 222, 0, 0, 0}}, torch::kInt64);
+  auto mask = torch::tensor({{1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0, 0}}, torch::kInt64);
+  auto response = torch::tensor({{0, 0, 0, 1, 1, 1, 1}, {0, 0, 1, 1, 0, 0, 0}}, torch::kInt64);
+  auto out = model->forward(ids, mask);
+  auto full = response_logprobs(out.logits, ids, response);
+  auto chunked = response_logprobs_chunked(out.hidden, model->output_weight(), ids, response, 100);
+  EXPECT_LT(max_abs_diff(chunked, full), 1e-5);
+  EXPECT_LT(full[1].item<double>(), 0.0);
 }
 
 TEST(Safetensors, SaveIsByteIdenticalToTransformersAndRoundTrips) {
