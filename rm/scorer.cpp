@@ -43,7 +43,7 @@ class ModelScorer : public Scorer {
               const std::string& tokenizer, bool normalize = false)
       : batch_size_(std::max<int64_t>(1, batch_size)), device_(scorer_device(device)), normalize_(normalize) {
     model_ = load_reward_model(directory);
-    auto config = nlohmann::json::parse(read_file((fs::path(directory) / "config.json").string()));
+    const auto& config = model_->backbone()->config().raw;  // config.json, as the loader read it
     if (config.contains("mean") && config["mean"].is_number() && config.contains("std") &&
         config["std"].is_number() && config["std"].get<double>() > 0)
       statistics_ = RewardStatistics{config["mean"].get<double>(), config["std"].get<double>()};

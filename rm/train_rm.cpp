@@ -518,13 +518,6 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   if (train_pairs.empty())
     fail("{}: eval_fraction {} holds out all {} pairs and leaves none to train on; lower eval_fraction",
          config.data.path, config.eval_fraction, pairs.size());
-  // The responses WARM's merged model takes its reward statistics over (members take theirs in training).
-  std::vector<std::pair<std::string, std::string>> statistics_texts;
-  for (size_t i = 0; i < train_pairs.size(); ++i) {
-    if (config.reward_stats_pairs > 0 && int64_t(i) >= config.reward_stats_pairs) break;
-    statistics_texts.emplace_back(train_pairs[i].prompt, train_pairs[i].chosen);
-    statistics_texts.emplace_back(train_pairs[i].prompt, train_pairs[i].rejected);
-  }
   auto train = encode_pairs(*tokenizer, train_pairs, config.max_length);
   auto heldout = encode_pairs(*tokenizer, heldout_pairs, config.max_length);
   int64_t pad_id = tokenizer->pad_id.value_or(0);
@@ -580,7 +573,14 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
           dirs.push_back((staging / fmt::format("member_{}", k)).string());
         average_reward_models(dirs, partial);
         copy_tokenizer_files(model_dir, partial);
-        record_reward_statistics(partial, statistics_texts);
+        // The merge's reward statistics (members take theirs in training), over the same responses.
+        std::vector<std::pair<std::string, std::string>> texts;
+        for (size_t i = 0; i < train_pairs.size(); ++i) {
+          if (config.reward_stats_pairs > 0 && int64_t(i) >= config.reward_stats_pairs) break;
+          texts.emplace_back(train_pairs[i].prompt, train_pairs[i].chosen);
+          texts.emplace_back(train_pairs[i].prompt, train_pairs[i].rejected);
+        }
+        record_reward_statistics(partial, texts);
       });
       // The members stay beside the merge, for a look at each (they were its inputs, not its parts).
       replace_directory(staging.string(), warm_members.string());

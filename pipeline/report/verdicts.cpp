@@ -126,8 +126,9 @@ std::vector<Comparison> compare_methods(const RunData& data, const Analysis& ana
   bool has_baseline = std::count(data.methods.begin(), data.methods.end(), options.baseline) > 0;
   bool has_grm = std::any_of(data.methods.begin(), data.methods.end(),
                              [&](const std::string& m) { return analysis.is_grm(m); });
-  if (other_methods) has_grm = true;  // the other methods need only the baseline
-  if (!has_baseline || !has_grm) {
+  // The other methods need only the baseline; the GRM comparison already says when it is missing.
+  if (other_methods && !has_baseline) return comparisons;
+  if (!has_baseline || (!has_grm && !other_methods)) {
     notes.push_back(
         fmt::format("No comparison: the run needs results for the baseline (method '{}') and for GRM "
                     "(a method starting with '{}'); it has: {}.",
