@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <fstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -23,6 +25,11 @@
 #include "rm/scorer.hpp"
 #include "rm/serve/server.hpp"
 #include "rm/train_rm.hpp"
+#include "rm/train_state.hpp"
+
+#ifdef GRM_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace grm {
 namespace {
@@ -106,6 +113,19 @@ struct BenchTokenize {
   int threads = 2;
 };
 
+// Peak resident memory of this process since the last reset, in MiB (Linux: VmHWM, reset through
+// /proc/self/clear_refs), so a benchmark can report the high-water mark of its own work on the CPU.
+void reset_peak_rss() {
+  std::ofstream("/proc/self/clear_refs") << "5";
+}
+double peak_rss_mib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // in kB
+  return NAN;
+}
+
 struct BenchTrainRm {
   std::string model_dir = "tinystories-656k";
   std::string random_config;  // a config.json: benchmark a randomly initialised model of that shape
@@ -114,6 +134,9 @@ struct BenchTrainRm {
   int64_t tokens = 128;  // per sequence
   int64_t steps = 20;
   std::string method = "grm";
+  bool gradient_checkpointing = false;
+  int64_t logprob_chunk = 8192;
+  bool lora = false;
 };
 
 void run_bench_train_rm(const BenchTrainRm& b) {
@@ -154,7 +177,25 @@ void run_bench_train_rm(const BenchTrainRm& b) {
   c.checkpoint_every = 0;
   c.device = b.device;
   c.optim.warmup_ratio = 0;
+  c.gradient_checkpointing = b.gradient_checkpointing;
+  c.logprob_chunk = b.logprob_chunk;
+  if (b.lora) c.rm.finetune = "lora";
+  bool cuda = training_device(b.device).is_cuda();
+#ifdef GRM_CUDA
+  if (cuda) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+#endif
+  reset_peak_rss();
   auto result = train_reward_model(c, (base / "out").string());
+  double peak_mib = peak_rss_mib();
+  std::string peak_what = "peak RSS";
+#ifdef GRM_CUDA
+  if (cuda) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+    peak_mib = double(stats.allocated_bytes[0].peak) / (1 << 20);
+    peak_what = "peak CUDA allocated";
+  }
+#endif
+  (void)cuda;
   if (comm.is_root()) {
     // Model FLOPs per token of a training step: 6 x parameters (forward + backward) plus attention.
     auto config = ModelConfig::from_file(dir);
@@ -164,11 +205,12 @@ void run_bench_train_rm(const BenchTrainRm& b) {
                     double(config.n_vocab) * config.n_embd;
     double flops_per_token = 6 * params + 12.0 * config.n_layer * config.n_head * config.head_dim * b.tokens;
     std::printf(
-        "train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s, %d LibTorch thread(s) per rank "
-        "(BLAS %d): %.0f tokens/s, %.2f model GFLOP/s\n",
+        "train-rm: %s, %d rank(s) x %lld pairs x 2 x %lld tokens, method %s%s%s, %d LibTorch thread(s) per "
+        "rank (BLAS %d): %.0f tokens/s, %.2f model GFLOP/s, %s %.0f MiB (rank 0, during training)\n",
         dir.c_str(), comm.size(), (long long)b.pairs_per_rank, (long long)b.tokens, b.method.c_str(),
+        b.lora ? ", LoRA" : "", b.gradient_checkpointing ? ", gradient checkpointing" : "",
         torch::get_num_threads(), blas_thread_count(), result.tokens_per_second,
-        result.tokens_per_second * flops_per_token / 1e9);
+        result.tokens_per_second * flops_per_token / 1e9, peak_what.c_str(), peak_mib);
     std::filesystem::remove_all(base);
   }
 }
@@ -271,6 +313,10 @@ void add_bench_command(CLI::App& app) {
   r->add_option("--tokens", rm->tokens, "tokens per sequence");
   r->add_option("--steps", rm->steps, "optimizer steps");
   r->add_option("--method", rm->method, "loss (grm = BT + SFT regularizer)");
+  r->add_flag("--gradient-checkpointing", rm->gradient_checkpointing, "recompute each layer in backward");
+  r->add_option("--logprob-chunk", rm->logprob_chunk,
+                "regularizer log-probs in vocabulary chunks of this many rows above it (default 8192)");
+  r->add_flag("--lora", rm->lora, "LoRA adapters on a frozen backbone");
   r->callback([rm] { run_bench_train_rm(*rm); });
 
   auto bon = std::make_shared<BenchBon>();

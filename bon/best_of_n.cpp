@@ -14,6 +14,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/text_io.hpp"
+#include "policy/chat_format.hpp"
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
 #include "policy/tokenizer/tokenizer.hpp"
@@ -31,7 +32,8 @@ std::string sample_line(const BonSample& s) {
                {"sample_id", s.sample_id},
                {"prompt", s.prompt},
                {"text", s.text},
-               {"tokens", s.tokens}})
+               {"tokens", s.tokens},
+               {"finished", s.finished}})
              .dump() +
          "\n";
 }
@@ -44,7 +46,7 @@ std::vector<BonSample> read_samples(const std::string& path, bool tolerate_torn_
       auto j = json::parse(lines[i]);
       samples.push_back({j.at("prompt_id").get<int64_t>(), j.at("sample_id").get<int64_t>(),
                          j.at("prompt").get<std::string>(), j.at("text").get<std::string>(),
-                         j.at("tokens").get<int64_t>()});
+                         j.at("tokens").get<int64_t>(), j.value("finished", true)});
     } catch (const json::exception& e) {
       if (tolerate_torn_tail && i + 1 == lines.size()) break;  // a write cut short by a kill
       fail("{}:{}: not a sample record ({})", path, i + 1, e.what());
@@ -78,6 +80,9 @@ std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<st
   auto model = load_causal_lm(model_dir);
   auto tokenizer = load_tokenizer(model_dir);
   GenerateOptions options = generate_options_for(model->config(), *tokenizer);
+  ChatFormat format = ChatFormat::resolve({c.chat_template, "auto"}, model_dir, *tokenizer, "chat_template");
+  options.eos_ids = end_of_turn_ids(format, *tokenizer, options.eos_ids);
+  if (format.templated()) log::info("policy chat format: {}", format.description());
   options.max_new_tokens = c.max_new_tokens;
   options.sampling = c.sampling;
   options.batch_size = c.n_max;
@@ -86,13 +91,20 @@ std::vector<BonSample> sample_responses(const BonConfig& c, const std::vector<st
   int64_t tokens = 0, samples = 0;
   for (int64_t p = done; p < int64_t(prompts.size()); ++p) {
     options.seed = c.seed * 1000003ULL + uint64_t(p);  // per prompt: independent of batching and resumes
-    std::vector<std::vector<int64_t>> rows(size_t(c.n_max), tokenizer->encode(prompts[size_t(p)]));
+    ChatText rendered = format.render_prompt(prompts[size_t(p)]);
+    std::vector<std::vector<int64_t>> rows(size_t(c.n_max),
+                                           tokenizer->encode(rendered.prompt, rendered.add_special_tokens));
     auto out = generate(model, rows, options);
     std::string text;
     for (int64_t i = 0; i < c.n_max; ++i) {
-      BonSample s{p, i, prompts[size_t(p)],
-                  decode_continuation(*tokenizer, rows[0], out.tokens[size_t(i)], options.eos_ids),
-                  int64_t(out.tokens[size_t(i)].size())};
+      // The sample keeps the interchange prompt: each scorer renders it with its own template.
+      BonSample s{p,
+                  i,
+                  prompts[size_t(p)],
+                  format.interchange_response(
+                      decode_continuation(*tokenizer, rows[0], out.tokens[size_t(i)], options.eos_ids)),
+                  int64_t(out.tokens[size_t(i)].size()),
+                  bool(out.stopped_at_eos[size_t(i)])};
       text += sample_line(s);
       kept.push_back(std::move(s));
     }
@@ -117,7 +129,7 @@ std::vector<double> scores_for(const std::string& name, const ScorerConfig& scor
   auto start = std::chrono::steady_clock::now();
   auto scorer = make_scorer(scorer_config, config_dir);
   std::vector<ScoreItem> items;
-  for (const auto& s : samples) items.push_back({s.prompt, s.text});
+  for (const auto& s : samples) items.push_back({s.prompt, s.text, s.finished, false});
   auto scores = scorer->score(items);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log::info("scored {} samples with {}: {:.0f} samples/s", samples.size(), name,

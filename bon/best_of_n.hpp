@@ -21,6 +21,9 @@ namespace grm {
 
 struct BonConfig {
   std::string policy = "tinystories-656k";
+  // How the policy reads its prompts (policy/chat_format.hpp): auto | none | a family | F.jinja. A
+  // templated policy gets each prompt with its generation header and stops at its end of turn.
+  std::string chat_template = "auto";
   std::string prompt_file;               // JSONL of {"id", "prompt"}; PPO spells its prompts the same way
   std::vector<std::string> prompt_list;  // inline prompts, before those of the file
   int64_t n_prompts = 64;                // first n of the file (0: all)
@@ -37,6 +40,7 @@ struct BonConfig {
   template <class V>
   void visit(V& v) {
     v("policy", policy);
+    v("chat_template", chat_template);
     v("prompt_file", prompt_file);
     v("prompt_list", prompt_list);
     v.renamed("prompts", "prompt_file");
@@ -60,6 +64,7 @@ struct BonSample {
   std::string prompt;
   std::string text;
   int64_t tokens = 0;
+  bool finished = true;  // ended at a stop token, not cut at max_new_tokens
 };
 
 // The inline prompts, then those of a {"id", "prompt"} JSONL file, at most `limit` (0: all).

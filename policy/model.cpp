@@ -9,6 +9,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "policy/activation_checkpoint.hpp"
 #include "policy/safetensors.hpp"
 
 namespace grm {
@@ -264,17 +265,29 @@ ForwardOutput CausalLMImpl::forward(const torch::Tensor& ids, const torch::Tenso
   auto allowed = (key_pos <= query_pos).unsqueeze(0) & key_mask.to(torch::kBool).unsqueeze(1);  // (B, T, S)
   if (c.sliding_window) allowed = allowed & (key_pos > query_pos - *c.sliding_window).unsqueeze(0);
   auto dtype = token_embedding_->weight.scalar_type();
-  auto additive_mask = torch::zeros({B, 1, T, S}, torch::TensorOptions().dtype(dtype).device(ids.device()))
-                           .masked_fill(~allowed.unsqueeze(1), std::numeric_limits<float>::lowest());
-  if (dtype != torch::kFloat32) additive_mask = additive_mask.clamp_min(-1e4);
+  auto additive_mask =
+      torch::zeros({B, 1, T, S}, torch::TensorOptions().dtype(dtype).device(ids.device()))
+          .masked_fill(~allowed.unsqueeze(1),
+                       // float's lowest does not fit bf16 or fp16
+                       dtype == torch::kFloat32 ? double(std::numeric_limits<float>::lowest()) : -1e4);
 
   auto x = token_embedding_(ids);
   if (c.gpt2_layout) x = x + position_embedding_(positions.clamp_max(c.n_positions - 1));
   if (c.gemma_norm) x = x * torch::tensor(std::sqrt(double(c.n_embd)), x.options());
+  bool recompute = gradient_checkpointing_ && is_training() && !cache && torch::GradMode::is_enabled();
+  if (recompute) {  // a frozen backbone has nothing to recompute for
+    auto params = parameters();
+    recompute =
+        std::any_of(params.begin(), params.end(), [](const torch::Tensor& p) { return p.requires_grad(); });
+  }
   for (size_t i = 0; i < layers_.size(); ++i) {
-    auto& layer = *layers_[i];
-    x = x + attention(layer, int64_t(i), norm(*layer.norm_attn, x), positions, additive_mask, cache);
-    x = x + mlp(layer, norm(*layer.norm_mlp, x));
+    // Captures by value: a checkpointed block runs again in backward, after this call has returned.
+    auto block = [this, i, positions, additive_mask, cache](const torch::Tensor& h) {
+      auto& layer = *layers_[i];
+      auto y = h + attention(layer, int64_t(i), norm(*layer.norm_attn, h), positions, additive_mask, cache);
+      return y + mlp(layer, norm(*layer.norm_mlp, y));
+    };
+    x = recompute ? checkpointed(block, x) : block(x);
   }
   if (cache) cache->length += T;
   ForwardOutput out;

@@ -50,6 +50,9 @@ class CausalLMImpl : public torch::nn::Module {
   // Folds the adapters into the projection weights and removes them (for export).
   void merge_lora();
   bool has_lora() const { return lora_scale_ > 0; }
+  // Per-layer activation checkpointing (policy/activation_checkpoint.hpp) in training forward passes
+  // that build a graph: each layer's activations are recomputed in backward instead of kept.
+  void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   // Parameters under their Hugging Face names (tied output weights appear once, as the embedding).
   std::map<std::string, torch::Tensor> hf_state_dict() const;
   // Copies tensors into the parameters; every parameter must be present with the right shape, or the
@@ -74,6 +77,7 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor inv_freq_;              // (head_dim / 2) RoPE frequencies, fp32
   double lora_scale_ = 0;               // alpha / rank; 0 without adapters
   double lora_dropout_ = 0;
+  bool gradient_checkpointing_ = false;
 };
 TORCH_MODULE(CausalLM);
 

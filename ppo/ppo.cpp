@@ -97,14 +97,15 @@ std::string resolve_file(const std::string& path, const std::string& config_dir)
 
 std::vector<Prompt> load_prompts(const std::string& file, const std::vector<std::string>& inline_prompts,
                                  const std::string& config_dir, const Tokenizer& tokenizer,
-                                 int64_t max_tokens) {
+                                 const ChatFormat& format, int64_t max_tokens) {
   auto texts = file.empty() ? inline_prompts : read_prompt_file(resolve_file(file, config_dir));
   std::vector<Prompt> prompts;
   for (auto& text : texts) {
-    auto ids = tokenizer.encode(text);
+    ChatText rendered = format.render_prompt(text);
+    auto ids = tokenizer.encode(rendered.prompt, rendered.add_special_tokens);
     // Keep the end of a long prompt (what the response continues) and its BOS.
     if (int64_t(ids.size()) > max_tokens) {
-      bool keep_bos = tokenizer.bos_id && ids.front() == *tokenizer.bos_id;
+      bool keep_bos = (tokenizer.bos_id && ids.front() == *tokenizer.bos_id) || !rendered.bos_text.empty();
       auto first = ids.begin() + (keep_bos ? 1 : 0);
       ids.erase(first, first + (int64_t(ids.size()) - max_tokens));
     }
@@ -126,10 +127,12 @@ struct UpdateStats {
 class PpoTrainer {
  public:
   PpoTrainer(const PpoConfig& config, const std::string& policy_dir, const std::string& config_dir,
-             const Tokenizer& tokenizer, std::vector<Prompt> train, std::vector<Prompt> eval)
+             const Tokenizer& tokenizer, ChatFormat format, std::vector<Prompt> train,
+             std::vector<Prompt> eval)
       : c_(config),
         policy_dir_(policy_dir),
         tokenizer_(tokenizer),
+        format_(std::move(format)),
         train_(std::move(train)),
         eval_(std::move(eval)),
         comm_(Comm::world()),
@@ -141,7 +144,7 @@ class PpoTrainer {
     actor_ = load_causal_lm(policy_dir);
     if (c_.finetune == "lora") actor_->enable_lora(c_.lora);
     actor_->to(device_);
-    reference_ = load_causal_lm(policy_dir);
+    reference_ = load_causal_lm(policy_dir, frozen_dtype(device_, c_.frozen_dtype));
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
     reference_->to(device_);
     critic_ = make_critic(policy_dir, config_dir);
@@ -262,6 +265,7 @@ class PpoTrainer {
 
   GenerateOptions generate_options(uint64_t seed) const {
     GenerateOptions options = generate_options_for(actor_->config(), tokenizer_);
+    options.eos_ids = end_of_turn_ids(format_, tokenizer_, options.eos_ids);
     options.max_new_tokens = c_.max_new_tokens;
     options.sampling = c_.sampling;
     options.seed = seed;
@@ -277,7 +281,7 @@ class PpoTrainer {
       for (int64_t k = 0; k < samples_per_prompt; ++k)
         texts.push_back(prompts[i].text), ids.push_back(prompts[i].ids);
     actor_->eval();
-    return sample_rollout(actor_, tokenizer_, texts, ids, generate_options(seed));
+    return sample_rollout(actor_, tokenizer_, texts, ids, generate_options(seed), format_);
   }
 
   // This rank's prompts of `step`: the step's window of the epoch's permutation, cut into rank slices.
@@ -590,6 +594,7 @@ class PpoTrainer {
   const PpoConfig& c_;
   std::string policy_dir_;
   const Tokenizer& tokenizer_;
+  ChatFormat format_;
   std::vector<Prompt> train_, eval_;
   Comm& comm_;
   torch::Device device_;
@@ -614,12 +619,16 @@ PpoResult train_ppo(const PpoConfig& config, const std::string& out_dir, const s
   set_compute_threads(int(threads));
   std::string policy_dir = resolve_model_path(config.policy, config_dir);
   auto tokenizer = load_tokenizer(policy_dir);
-  auto train =
-      load_prompts(config.prompt_file, config.prompt_list, config_dir, *tokenizer, config.max_prompt_tokens);
-  auto eval = load_prompts(config.eval_prompt_file, config.eval_prompt_list, config_dir, *tokenizer,
+  ChatFormat format =
+      ChatFormat::resolve({config.chat_template, "auto"}, policy_dir, *tokenizer, "chat_template");
+  if (format.templated()) log::info("policy chat format: {}", format.description());
+  auto train = load_prompts(config.prompt_file, config.prompt_list, config_dir, *tokenizer, format,
+                            config.max_prompt_tokens);
+  auto eval = load_prompts(config.eval_prompt_file, config.eval_prompt_list, config_dir, *tokenizer, format,
                            config.max_prompt_tokens);
   fs::create_directories(out_dir);
-  PpoTrainer trainer(config, policy_dir, config_dir, *tokenizer, std::move(train), std::move(eval));
+  PpoTrainer trainer(config, policy_dir, config_dir, *tokenizer, std::move(format), std::move(train),
+                     std::move(eval));
   return trainer.run(out_dir, stop_after_steps);
 }
 

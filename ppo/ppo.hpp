@@ -79,6 +79,9 @@ struct CriticConfig {
 
 struct PpoConfig {
   std::string policy = "tinystories-656k";  // directory or name (policy/model_path.hpp)
+  // How the policy reads its prompts (policy/chat_format.hpp), as in BoN: a templated policy gets each
+  // prompt with its generation header and stops at its end of turn.
+  std::string chat_template = "auto";
   // Prompts, spelled as in BoN: a JSONL file of {"id", "prompt"} records, or an inline list (tests, quick
   // runs); the eval_ ones are held out.
   std::string prompt_file;
@@ -124,9 +127,14 @@ struct PpoConfig {
   int64_t checkpoint_every = 20;
   int64_t threads = 0;          // LibTorch threads per rank; 0: cores / ranks
   std::string device = "auto";  // auto | cpu | cuda
+  // The reference policy's storage (rm/train_state.hpp frozen_dtype). float32 by default: PPO computes in
+  // fp32, and the reference's log-probs give the KL every report plots against; bfloat16 (or auto, bf16
+  // on GPUs) halves its memory at the cost of bf16 rounding in that KL.
+  std::string frozen_dtype = "float32";
   template <class V>
   void visit(V& v) {
     v("policy", policy);
+    v("chat_template", chat_template);
     v("prompt_file", prompt_file);
     v("prompt_list", prompt_list);
     v("eval_prompt_file", eval_prompt_file);
@@ -169,6 +177,7 @@ struct PpoConfig {
     v("seed", seed);
     v("checkpoint_every", checkpoint_every, Range::at_least(0));  // 0: off
     v("threads", threads, Range::at_least(0));
+    v("frozen_dtype", frozen_dtype, Choices{"auto", "float32", "bfloat16"});
     v("device", device, Choices{"auto", "cpu", "cuda"});
   }
   // Checks what can be checked without files: exactly one source per prompt set, positive sizes.

@@ -8,7 +8,8 @@ namespace grm {
 
 Rollout sample_rollout(CausalLM& actor, const Tokenizer& tokenizer,
                        const std::vector<std::string>& prompt_texts,
-                       const std::vector<std::vector<int64_t>>& prompt_ids, const GenerateOptions& options) {
+                       const std::vector<std::vector<int64_t>>& prompt_ids, const GenerateOptions& options,
+                       const ChatFormat& format) {
   if (prompt_texts.size() != prompt_ids.size())
     fail("sample_rollout: {} prompt texts for {} tokenized prompts", prompt_texts.size(), prompt_ids.size());
   if (prompt_ids.empty()) fail("sample_rollout: no prompts");
@@ -39,7 +40,9 @@ Rollout sample_rollout(CausalLM& actor, const Tokenizer& tokenizer,
     }
     rollout.n_response_tokens += int64_t(response.size());
     rollout.texts.push_back(
-        {prompt_texts[size_t(n)], decode_continuation(tokenizer, prompt, response, options.eos_ids)});
+        {prompt_texts[size_t(n)],
+         format.interchange_response(decode_continuation(tokenizer, prompt, response, options.eos_ids)),
+         bool(generation.stopped_at_eos[size_t(n)]), false});
   }
   auto device = actor->parameters().front().device();
   rollout.ids = rollout.ids.to(device);

@@ -14,6 +14,7 @@
 
 #include "core/torch.hpp"
 
+#include "policy/chat_format.hpp"
 #include "policy/generate.hpp"
 #include "policy/model.hpp"
 #include "policy/tokenizer/tokenizer.hpp"
@@ -35,10 +36,12 @@ struct Rollout {
 };
 
 // Samples one response per prompt row (repeat a prompt for several samples) and lays the batch out.
-// prompt_texts[i] is the text of prompt_ids[i].
+// prompt_texts[i] is the interchange text of prompt_ids[i] (which `format` rendered); texts carry each
+// response in the interchange form and whether it finished at a stop token.
 Rollout sample_rollout(CausalLM& actor, const Tokenizer& tokenizer,
                        const std::vector<std::string>& prompt_texts,
-                       const std::vector<std::vector<int64_t>>& prompt_ids, const GenerateOptions& options);
+                       const std::vector<std::vector<int64_t>>& prompt_ids, const GenerateOptions& options,
+                       const ChatFormat& format = ChatFormat());
 
 // The rows `rows` (int64 indices) of a rollout's tensors; texts are not carried. -> Rollout of rows.size(0)
 Rollout select_rows(const Rollout& rollout, const torch::Tensor& rows);

@@ -108,6 +108,14 @@ EvalSetConfig with_benchmark_defaults(EvalSetConfig set) {
 EvalRmResult evaluate_reward_model(const EvalRmConfig& config, const std::string& config_dir) {
   if (config.sets.empty())
     fail("eval-rm: no evaluation sets given (sets: {{name: {{data: {{path: ...}}}}}})");
+  // Text is read as the reward model's training recorded (or scorer.chat_template says): a set's own
+  // data.chat_template would silently do nothing.
+  for (const auto& [name, given] : config.sets)
+    if (given.data.chat.chat_template != "auto" || given.data.chat.append_eos != "auto")
+      fail(
+          "sets.{}.data: chat_template and append_eos choose how a model trains on its data; an evaluation "
+          "reads text as the reward model recorded, so set scorer.chat_template / scorer.append_eos instead",
+          name);
   auto scorer = make_scorer(config.scorer, config_dir);
   EvalRmResult result;
   for (const auto& [name, given] : config.sets) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "policy/chat_format.hpp"
 
 namespace grm {
 
@@ -38,6 +39,8 @@ struct DataConfig {
   std::string ties = "drop";            // drop | keep (kept ties train towards equal rewards)
   std::string on_bad_record = "error";  // error | skip
   int64_t limit = 0;                    // read at most this many pairs; 0 = all
+  // How the model being trained reads each pair (policy/chat_format.hpp): keys chat_template, append_eos.
+  ChatFormatConfig chat;
 
   template <class V>
   void visit(V& v) {
@@ -59,6 +62,7 @@ struct DataConfig {
     v("ties", ties, Choices{"drop", "keep"});
     v("on_bad_record", on_bad_record, Choices{"error", "skip"});
     v("limit", limit, Range::at_least(0));
+    chat.visit_keys(v);
   }
 };
 

@@ -7,20 +7,31 @@
 
 namespace grm {
 
-EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::string& prompt,
-                                       const std::string& response, int64_t max_length) {
+EncodedSequence encode_chat_text(const Tokenizer& tokenizer, const ChatText& text, int64_t max_length) {
   EncodedSequence out;
-  auto joint = tokenize_prompt_response(tokenizer, prompt, response);
+  auto joint = tokenize_prompt_response(tokenizer, text.prompt, text.response, text.add_special_tokens);
   out.ids = std::move(joint.ids);
   out.response_start = int64_t(joint.response_begin);
+  if (text.eos && tokenizer.eos_id && (out.ids.empty() || out.ids.back() != *tokenizer.eos_id))
+    out.ids.push_back(*tokenizer.eos_id);  // unless the post-processor put one there
   if (max_length > 0 && int64_t(out.ids.size()) > max_length) {
-    bool keep_bos = tokenizer.bos_id && !out.ids.empty() && out.ids.front() == *tokenizer.bos_id;
+    // A template's BOS text is its first token, whether or not the tokenizer names it its BOS.
+    bool keep_bos = !out.ids.empty() &&
+                    ((tokenizer.bos_id && out.ids.front() == *tokenizer.bos_id) || !text.bos_text.empty());
     int64_t drop = int64_t(out.ids.size()) - max_length;
     auto first = out.ids.begin() + (keep_bos ? 1 : 0);
     out.ids.erase(first, first + drop);
     out.response_start = std::max<int64_t>(keep_bos ? 1 : 0, out.response_start - drop);
   }
   return out;
+}
+
+EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::string& prompt,
+                                       const std::string& response, int64_t max_length) {
+  ChatText text;
+  text.prompt = prompt;
+  text.response = response;
+  return encode_chat_text(tokenizer, text, max_length);
 }
 
 namespace {
@@ -34,17 +45,32 @@ std::string_view drop_front(std::string_view text, size_t drop) {
 
 }  // namespace
 
-EncodedSequence encode_prompt_response_bounded(const Tokenizer& tokenizer, const std::string& prompt,
-                                               const std::string& response, int64_t max_length,
-                                               size_t max_piece_bytes) {
+EncodedSequence encode_chat_text_bounded(const Tokenizer& tokenizer, const ChatText& text, int64_t max_length,
+                                         size_t max_piece_bytes) {
   size_t budget = 2 * size_t(std::max<int64_t>(1, max_length)) * std::max<size_t>(1, max_piece_bytes);
+  const std::string &prompt = text.prompt, &response = text.response;
   if (max_length <= 0 || prompt.size() + response.size() <= budget)
-    return encode_prompt_response(tokenizer, prompt, response, max_length);
+    return encode_chat_text(tokenizer, text, max_length);
   std::string_view kept_response =
       drop_front(response, response.size() > budget ? response.size() - budget : 0);
   size_t prompt_budget = budget - std::min(budget, kept_response.size());
   std::string_view kept_prompt = drop_front(prompt, prompt.size() - std::min(prompt.size(), prompt_budget));
-  return encode_prompt_response(tokenizer, std::string(kept_prompt), std::string(kept_response), max_length);
+  ChatText kept = text;
+  kept.prompt = std::string(kept_prompt);
+  kept.response = std::string(kept_response);
+  // The cut took the BOS text off the front (of the prompt, or of an untemplated query's whole text).
+  const std::string& front = kept.prompt.empty() ? kept.response : kept.prompt;
+  if (!text.bos_text.empty() && front.rfind(text.bos_text, 0) != 0) kept.prompt = text.bos_text + kept.prompt;
+  return encode_chat_text(tokenizer, kept, max_length);
+}
+
+EncodedSequence encode_prompt_response_bounded(const Tokenizer& tokenizer, const std::string& prompt,
+                                               const std::string& response, int64_t max_length,
+                                               size_t max_piece_bytes) {
+  ChatText text;
+  text.prompt = prompt;
+  text.response = response;
+  return encode_chat_text_bounded(tokenizer, text, max_length, max_piece_bytes);
 }
 
 size_t longest_piece_bytes(const Tokenizer& tokenizer) {

@@ -9,6 +9,7 @@
 
 #include "core/torch.hpp"
 
+#include "policy/chat_format.hpp"
 #include "policy/tokenizer/tokenizer.hpp"
 
 namespace grm {
@@ -18,8 +19,11 @@ struct EncodedSequence {
   int64_t response_start = 0;  // ids[response_start..] are response tokens
 };
 
-// prompt + response tokenized together (policy/chat_template.hpp tokenize_prompt_response), then cut to
-// max_length tokens from the left, keeping BOS.
+// A model's text (policy/chat_format.hpp ChatText) tokenized with prompt and response together
+// (policy/chat_template.hpp tokenize_prompt_response), the EOS appended when the text asks for it, then
+// cut to max_length tokens from the left, keeping BOS.
+EncodedSequence encode_chat_text(const Tokenizer& tokenizer, const ChatText& text, int64_t max_length);
+// The same for text as it is: ChatText{prompt, response} (the tokenizer's special tokens, no EOS added).
 EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::string& prompt,
                                        const std::string& response, int64_t max_length);
 
@@ -28,6 +32,9 @@ EncodedSequence encode_prompt_response(const Tokenizer& tokenizer, const std::st
 // start), which holds at least 2 * max_length tokens when no token is longer than max_piece_bytes, so the
 // last max_length of them are those of the whole text unless the cut disturbs tokens more than max_length
 // tokens away (no tokenizer's merges reach that far). max_piece_bytes: longest_piece_bytes(tokenizer).
+// A BOS text the prompt begins with stays in front of what is kept.
+EncodedSequence encode_chat_text_bounded(const Tokenizer& tokenizer, const ChatText& text, int64_t max_length,
+                                         size_t max_piece_bytes);
 EncodedSequence encode_prompt_response_bounded(const Tokenizer& tokenizer, const std::string& prompt,
                                                const std::string& response, int64_t max_length,
                                                size_t max_piece_bytes);

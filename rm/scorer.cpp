@@ -26,6 +26,7 @@
 #include "rm/reward_model.hpp"
 #include "rm/serve/client.hpp"
 #include "rm/story_oracle.hpp"
+#include "rm/train_state.hpp"
 
 namespace grm {
 namespace {
@@ -39,9 +40,13 @@ torch::Device scorer_device(const std::string& name) {
 
 class ModelScorer : public Scorer {
  public:
-  ModelScorer(const std::string& directory, int64_t batch_size, const std::string& device,
-              const std::string& tokenizer, bool normalize = false)
-      : batch_size_(std::max<int64_t>(1, batch_size)), device_(scorer_device(device)), normalize_(normalize) {
+  // settings: batch_size, device, dtype, tokenizer, normalize, chat_template and append_eos of a
+  // ScorerConfig (its model, url and serve are the caller's business).
+  ModelScorer(const std::string& directory, const ScorerConfig& settings)
+      : batch_size_(std::max<int64_t>(1, settings.batch_size)),
+        device_(scorer_device(settings.device)),
+        normalize_(settings.normalize) {
+    const std::string& tokenizer = settings.tokenizer;
     model_ = load_reward_model(directory);
     const auto& config = model_->backbone()->config().raw;  // config.json, as the loader read it
     if (config.contains("mean") && config["mean"].is_number() && config.contains("std") &&
@@ -52,11 +57,22 @@ class ModelScorer : public Scorer {
           "{}/config.json has no reward statistics ('mean' and a positive 'std'), so its rewards cannot be "
           "normalized; train it with this grm (train-rm records them) or score without normalize",
           directory);
-    model_->to(device_);
+    model_->to(device_, frozen_dtype(device_, settings.dtype));
     tokenizer_ = load_tokenizer(tokenizer.empty() ? directory : tokenizer);
     max_length_ = model_->metadata.value("max_length", int64_t(512));
     max_length_ = std::min<int64_t>(max_length_, model_->backbone()->config().n_positions);
     max_piece_bytes_ = longest_piece_bytes(*tokenizer_);
+    // The model reads text as its training did (its record), unless the scorer's config says otherwise. A
+    // template is looked up beside the tokenizer when it has its own (transformers saves classifiers
+    // without tokenizer files, and their template with them).
+    std::string template_dir = directory;
+    if (!tokenizer.empty())
+      template_dir = fs::is_directory(tokenizer) ? tokenizer : fs::path(tokenizer).parent_path().string();
+    format_ = settings.chat_template.empty()
+                  ? ChatFormat::from_metadata(model_->metadata, template_dir, *tokenizer_)
+                  : ChatFormat::resolve({settings.chat_template, "auto"}, template_dir, *tokenizer_,
+                                        "scorer chat_template");
+    if (!settings.append_eos.empty()) format_ = format_.with_append_eos(settings.append_eos);
   }
   std::vector<double> score(const std::vector<ScoreItem>& items) override {
     torch::NoGradGuard no_grad;
@@ -64,8 +80,11 @@ class ModelScorer : public Scorer {
     encoded.reserve(items.size());
     for (const auto& item : items)
       // Bounded: an 8 MB text costs what max_length tokens cost, not seconds of tokenizing.
-      encoded.push_back(encode_prompt_response_bounded(*tokenizer_, item.prompt, item.response, max_length_,
-                                                       max_piece_bytes_));
+      encoded.push_back(
+          encode_chat_text_bounded(*tokenizer_,
+                                   item.formatted ? format_.as_is(item.response)
+                                                  : format_.render(item.prompt, item.response, item.finished),
+                                   max_length_, max_piece_bytes_));
     // Batches of similar lengths waste little on padding; results go back in the callers' order.
     std::vector<size_t> order(items.size());
     std::iota(order.begin(), order.end(), size_t(0));
@@ -77,7 +96,9 @@ class ModelScorer : public Scorer {
       std::vector<const EncodedSequence*> pointers;
       for (size_t i = begin; i < end; ++i) pointers.push_back(&encoded[order[i]]);
       auto batch = collate(pointers, tokenizer_->pad_id.value_or(0));
-      auto rewards = model_->forward(batch.ids.to(device_), batch.mask.to(device_)).rewards.to(torch::kCPU);
+      auto rewards = model_->forward(batch.ids.to(device_), batch.mask.to(device_))
+                         .rewards.to(torch::kCPU)
+                         .to(torch::kFloat32);  // bf16 weights give bf16 rewards
       auto a = rewards.accessor<float, 1>();
       for (size_t i = begin; i < end; ++i) out[order[i]] = double(a[int64_t(i - begin)]);
     }
@@ -101,12 +122,12 @@ class ModelScorer : public Scorer {
   size_t max_piece_bytes_ = 1;
   bool normalize_ = false;
   std::optional<RewardStatistics> statistics_;
+  ChatFormat format_;
 };
 
 class EnsembleScorer : public Scorer {
  public:
-  EnsembleScorer(const std::string& directory, int64_t batch_size, const std::string& device,
-                 const std::string& tokenizer, bool normalize) {
+  EnsembleScorer(const std::string& directory, const ScorerConfig& settings) {
     auto info = nlohmann::json::parse(read_file((fs::path(directory) / "ensemble.json").string()));
     int64_t members = info.value("members", int64_t(0));
     combine_ = info.value("combine", std::string("mean"));
@@ -120,9 +141,8 @@ class EnsembleScorer : public Scorer {
     }
     if (members < 1) fail("{}/ensemble.json: 'members' must be at least 1", directory);
     for (int64_t k = 0; k < members; ++k)
-      members_.push_back(
-          std::make_unique<ModelScorer>((fs::path(directory) / fmt::format("member_{}", k)).string(),
-                                        batch_size, device, tokenizer, normalize));
+      members_.push_back(std::make_unique<ModelScorer>(
+          (fs::path(directory) / fmt::format("member_{}", k)).string(), settings));
   }
   std::vector<double> score(const std::vector<ScoreItem>& items) override {
     std::vector<std::vector<double>> per_member;
@@ -291,10 +311,21 @@ void set_served_rm_command(ServedRmCommand command) {
 
 std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, int64_t batch_size,
                                           const std::string& device, const std::string& tokenizer,
-                                          bool normalize) {
+                                          bool normalize, const ChatFormatConfig& format) {
+  ScorerConfig settings;
+  settings.batch_size = batch_size;
+  settings.device = device;
+  settings.tokenizer = tokenizer;
+  settings.normalize = normalize;
+  settings.chat_template = format.chat_template;
+  settings.append_eos = format.append_eos;
+  return make_model_scorer(directory, settings);
+}
+
+std::unique_ptr<Scorer> make_model_scorer(const std::string& directory, const ScorerConfig& settings) {
   if (fs::exists(fs::path(directory) / "ensemble.json"))
-    return std::make_unique<EnsembleScorer>(directory, batch_size, device, tokenizer, normalize);
-  return std::make_unique<ModelScorer>(directory, batch_size, device, tokenizer, normalize);
+    return std::make_unique<EnsembleScorer>(directory, settings);
+  return std::make_unique<ModelScorer>(directory, settings);
 }
 
 RewardStatistics record_reward_statistics(const std::string& model_dir,
@@ -302,7 +333,9 @@ RewardStatistics record_reward_statistics(const std::string& model_dir,
   if (texts.empty()) fail("{}: no responses to take reward statistics over", model_dir);
   std::vector<ScoreItem> items;
   for (const auto& [prompt, response] : texts) items.push_back({prompt, response});
-  auto rewards = ModelScorer(model_dir, 64, "auto", "").score(items);
+  ScorerConfig settings;
+  settings.batch_size = 64;
+  auto rewards = ModelScorer(model_dir, settings).score(items);
   double sum = 0, squares = 0;
   for (double r : rewards) sum += r, squares += r * r;
   auto stats = reward_statistics_from_sums(double(rewards.size()), sum, squares);
@@ -341,13 +374,21 @@ std::unique_ptr<Scorer> make_scorer(const ScorerConfig& c, const std::string& co
   }
   std::string dir = resolve_model_path(c.model, config_dir);
   if (c.serve) {
+    if (!c.chat_template.empty() || !c.append_eos.empty())
+      fail(
+          "{}: a scorer with serve: true reads text as the served model recorded; chat_template and "
+          "append_eos are not available",
+          dir);
     if (c.normalize)
       fail("{}: a scorer with serve: true scores raw rewards; normalize is not available", dir);
+    if (c.dtype != "float32")
+      fail("{}: a scorer with serve: true stores the served model as it chooses; dtype is not available",
+           dir);
     return std::make_unique<ServedModelScorer>(dir, c.batch_size);
   }
-  return make_model_scorer(dir, c.batch_size, c.device,
-                           c.tokenizer.empty() ? "" : resolve_model_path(c.tokenizer, config_dir),
-                           c.normalize);
+  ScorerConfig settings = c;
+  settings.tokenizer = c.tokenizer.empty() ? "" : resolve_model_path(c.tokenizer, config_dir);
+  return make_model_scorer(dir, settings);
 }
 
 }  // namespace grm

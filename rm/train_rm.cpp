@@ -37,16 +37,46 @@ struct EncodedPair {
   bool tie = false;
 };
 
-std::vector<EncodedPair> encode_pairs(const Tokenizer& tokenizer, const std::vector<PreferencePair>& pairs,
-                                      int64_t max_length) {
+// Each response rendered as the model reads it (its chat template, end of turn), so the reward is read
+// where the turn ends and GRM's regularizer and DPO's reference take the same tokens as targets.
+std::vector<EncodedPair> encode_pairs(const Tokenizer& tokenizer, const ChatFormat& format,
+                                      const std::vector<PreferencePair>& pairs, int64_t max_length) {
   std::vector<EncodedPair> out(pairs.size());
   for (size_t i = 0; i < pairs.size(); ++i) {
-    out[i].chosen = encode_prompt_response(tokenizer, pairs[i].prompt, pairs[i].chosen, max_length);
-    out[i].rejected = encode_prompt_response(tokenizer, pairs[i].prompt, pairs[i].rejected, max_length);
+    out[i].chosen = encode_chat_text(tokenizer, format.render(pairs[i].prompt, pairs[i].chosen), max_length);
+    out[i].rejected =
+        encode_chat_text(tokenizer, format.render(pairs[i].prompt, pairs[i].rejected), max_length);
     out[i].margin = pairs[i].margin;
     out[i].tie = pairs[i].tie;
   }
   return out;
+}
+
+// The pairs the chat format can render: a pair its template refuses (a system message Gemma's does not
+// take, roles that do not alternate) is an error naming its record, or with on_bad_record: skip dropped
+// and counted, like any other bad record.
+std::vector<PreferencePair> renderable_pairs(std::vector<PreferencePair> pairs, const ChatFormat& format,
+                                             const DataConfig& data) {
+  if (!format.templated()) return pairs;
+  std::vector<PreferencePair> kept;
+  int64_t dropped = 0;
+  std::string first_reason;
+  for (auto& pair : pairs) {
+    try {
+      format.render(pair.prompt, pair.chosen);
+      format.render(pair.prompt, pair.rejected);
+      kept.push_back(std::move(pair));
+    } catch (const std::exception& e) {
+      std::string reason =
+          fmt::format("{}: {} (data.chat_template: {})", pair.origin, e.what(), format.description());
+      if (data.on_bad_record != "skip") fail("{}; or set data.on_bad_record: skip", reason);
+      if (dropped++ == 0) first_reason = reason;
+    }
+  }
+  if (dropped > 0)
+    log::warn("{}: skipped {} pairs the chat template refuses; the first: {}", data.path, dropped,
+              first_reason);
+  return kept;
 }
 
 struct StepStats {
@@ -89,10 +119,13 @@ class MemberTrainer {
     if (seed != init_seed) torch::manual_seed(seed);
     if (c_.rm.method == "frozen") model_->freeze_backbone();
     if (c_.rm.finetune == "lora") model_->backbone()->enable_lora(c_.rm.lora);
+    model_->backbone()->set_gradient_checkpointing(c_.gradient_checkpointing);
     model_->to(device_);
     model_->train();
     if (c_.rm.method == "grm" && c_.rm.reg == "dpo") {
-      reference_ = load_causal_lm(model_dir);
+      reference_ = load_causal_lm(
+          model_dir,
+          frozen_dtype(device_, c_.frozen_dtype == "auto" && !c_.bf16 ? "float32" : c_.frozen_dtype));
       reference_->to(device_);
       for (auto& p : reference_->parameters()) p.set_requires_grad(false);
     }
@@ -192,11 +225,13 @@ class MemberTrainer {
   }
 
   // The trained model as a Hugging Face directory (root only; `dir` is a fresh partial directory).
-  void export_to(const std::string& dir) {
+  // `format`: the chat format's record (ChatFormat::to_metadata), so scorers read text as training did.
+  void export_to(const std::string& dir, const nlohmann::json& format) {
     model_->to(torch::kCPU);
     model_->metadata = {{"method", c_.rm.method},      {"reg", c_.rm.reg},
                         {"alpha", c_.rm.alpha},        {"beta", c_.rm.beta},
                         {"max_length", c_.max_length}, {"seed", seed_}};
+    model_->metadata.update(format);
     save_reward_model(model_, dir);
   }
 
@@ -324,7 +359,11 @@ class MemberTrainer {
         {
           torch::NoGradGuard no_grad;
           auto reference = reference_->forward(ids, mask, nullptr, /*want_logits=*/!chunked);
-          ref = logprobs_of(reference.logits, reference.hidden, reference_);
+          // bf16 weights: log-softmax in fp32 (the chunked path computes in fp32 itself).
+          ref = logprobs_of(
+                    reference.logits.defined() ? reference.logits.to(torch::kFloat32) : reference.logits,
+                    reference.hidden, reference_)
+                    .to(torch::kFloat32);
         }
         reg = dpo_reg(logp_c, logp_r, ref.narrow(0, 0, B), ref.narrow(0, B, B), c_.rm.beta);
       }
@@ -507,7 +546,9 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   std::string model_dir = resolve_model_path(config.model, config_dir);
   auto tokenizer = load_tokenizer(model_dir);
   DataReport report;
-  auto pairs = read_preferences(config.data, &report);
+  ChatFormat format = ChatFormat::resolve(config.data.chat, model_dir, *tokenizer, "data.chat_template");
+  log::info("chat format: {}", format.description());
+  auto pairs = renderable_pairs(read_preferences(config.data, &report), format, config.data);
   if (pairs.size() < 2)
     fail("{}: only {} usable preference pairs; need at least 2", config.data.path, pairs.size());
   auto order = permutation(pairs.size(), config.seed);
@@ -518,8 +559,8 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
   if (train_pairs.empty())
     fail("{}: eval_fraction {} holds out all {} pairs and leaves none to train on; lower eval_fraction",
          config.data.path, config.eval_fraction, pairs.size());
-  auto train = encode_pairs(*tokenizer, train_pairs, config.max_length);
-  auto heldout = encode_pairs(*tokenizer, heldout_pairs, config.max_length);
+  auto train = encode_pairs(*tokenizer, format, train_pairs, config.max_length);
+  auto heldout = encode_pairs(*tokenizer, format, heldout_pairs, config.max_length);
   int64_t pad_id = tokenizer->pad_id.value_or(0);
 
   fs::create_directories(out_dir);
@@ -558,7 +599,7 @@ TrainRmResult train_reward_model(const TrainRmConfig& config, const std::string&
     if (!warm) statistics = trainer.reward_statistics(config.reward_stats_pairs);
     if (comm.is_root())
       write_directory_atomic(member_dir.string(), [&](const std::string& partial) {
-        trainer.export_to(partial);
+        trainer.export_to(partial, format.to_metadata());
         copy_tokenizer_files(model_dir, partial);
         if (statistics) write_reward_statistics(partial, *statistics);
       });

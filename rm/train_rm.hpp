@@ -175,6 +175,13 @@ struct TrainRmConfig {
   int64_t threads = 0;          // LibTorch threads per rank; 0: cores / ranks
   std::string device = "auto";  // auto | cpu | cuda
   bool bf16 = true;             // bf16 autocast of forward passes on CUDA (fp32 master weights)
+  // Recompute each layer's activations in backward instead of keeping them
+  // (policy/activation_checkpoint.hpp): activation memory of one layer instead of all, for about one more
+  // forward pass.
+  bool gradient_checkpointing = false;
+  // DPO's reference model's storage (rm/train_state.hpp frozen_dtype): auto = bf16 on GPUs with bf16
+  // autocast (which computes its passes in bf16 anyway), fp32 otherwise.
+  std::string frozen_dtype = "auto";
   template <class V>
   void visit(V& v) {
     v("model", model);
@@ -191,6 +198,8 @@ struct TrainRmConfig {
     v("threads", threads, Range::at_least(0));
     v("device", device, Choices{"auto", "cpu", "cuda"});
     v("bf16", bf16);
+    v("gradient_checkpointing", gradient_checkpointing);
+    v("frozen_dtype", frozen_dtype, Choices{"auto", "float32", "bfloat16"});
   }
 };
 

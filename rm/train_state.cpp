@@ -24,6 +24,13 @@ torch::Device training_device(const std::string& name) {
   return torch::kCPU;
 }
 
+torch::Dtype frozen_dtype(const torch::Device& device, const std::string& setting) {
+  if (setting == "float32") return torch::kFloat32;
+  if (setting == "bfloat16") return torch::kBFloat16;
+  if (setting != "auto") fail("frozen_dtype must be auto, float32 or bfloat16, not \"{}\"", setting);
+  return device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+}
+
 std::vector<size_t> permutation(size_t n, uint64_t seed) {
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t(0));

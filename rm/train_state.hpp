@@ -22,6 +22,12 @@ class Comm;
 // "auto" | "cpu" | "cuda"; on CUDA each local rank takes its own GPU.
 torch::Device training_device(const std::string& name);
 
+// The dtype frozen weights are stored in (DPO's and PPO's references, scorers' models): "auto" is bf16 on
+// a GPU (half the memory; the references' passes run in bf16 under autocast there anyway, so storing
+// them so rounds nothing more) and fp32 on the CPU, where bf16 matmuls are slow; "float32" or "bfloat16"
+// choose one anywhere.
+torch::Dtype frozen_dtype(const torch::Device& device, const std::string& setting);
+
 // A seeded shuffle of 0..n-1, the same on every rank and machine.
 std::vector<size_t> permutation(size_t n, uint64_t seed);
 

@@ -3,6 +3,7 @@
 #include "cluster/comm.hpp"
 #include "core/log.hpp"
 #include "pipeline/cli/commands.hpp"
+#include "policy/chat_format.hpp"
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
 #include "policy/tokenizer/tokenizer.hpp"
@@ -19,6 +20,7 @@ struct GenerateCommand {
   SamplingOptions sampling;
   uint64_t seed = 0;
   std::string device = "auto";
+  std::string chat_template = "auto";
 };
 
 void run_generate(const GenerateCommand& cmd) {
@@ -27,10 +29,18 @@ void run_generate(const GenerateCommand& cmd) {
   auto model = load_causal_lm(dir);
   model->to(training_device(cmd.device));
   auto tokenizer = load_tokenizer(dir);
+  // A chat model gets each prompt as a user turn with its generation header and stops at its end of turn.
+  ChatFormat format = ChatFormat::resolve({cmd.chat_template, "auto"}, dir, *tokenizer, "--chat-template");
   std::vector<std::vector<int64_t>> prompts;
-  for (const auto& text : cmd.prompts)
-    for (int64_t i = 0; i < cmd.n; ++i) prompts.push_back(tokenizer->encode(text));
+  std::vector<std::string> shown;  // the text each continuation follows
+  for (const auto& text : cmd.prompts) {
+    ChatText rendered = format.render_prompt(text);
+    for (int64_t i = 0; i < cmd.n; ++i)
+      prompts.push_back(tokenizer->encode(rendered.prompt, rendered.add_special_tokens)),
+          shown.push_back(rendered.prompt);
+  }
   GenerateOptions options = generate_options_for(model->config(), *tokenizer);
+  options.eos_ids = end_of_turn_ids(format, *tokenizer, options.eos_ids);
   options.max_new_tokens = cmd.max_new_tokens;
   options.sampling = cmd.sampling;
   options.seed = cmd.seed;
@@ -38,7 +48,7 @@ void run_generate(const GenerateCommand& cmd) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     // With the tokenizer's own spacing at the seam: "They saw" + "▁a" prints "They saw a".
     std::string text = decode_continuation(*tokenizer, prompts[i], out.tokens[i], options.eos_ids);
-    std::printf("[%zu] %s%s\n", i, cmd.prompts[i / size_t(cmd.n)].c_str(), text.c_str());
+    std::printf("[%zu] %s%s\n", i, shown[i].c_str(), text.c_str());
   }
 }
 
@@ -57,6 +67,9 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--top-k", cmd->sampling.top_k, "keep the k most likely tokens; 0 = off");
   sub->add_option("--top-p", cmd->sampling.top_p, "nucleus sampling mass; 1 = off");
   sub->add_option("--seed", cmd->seed, "random seed; the same seed reproduces the samples");
+  sub->add_option(
+      "--chat-template", cmd->chat_template,
+      "auto (the model's own, if any) | none | plain | chatml | llama3 | gemma | mistral | F.jinja");
   sub->add_option("--device", cmd->device, "auto (a GPU when there is one) | cpu | cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   sub->callback([cmd] { run_generate(*cmd); });

@@ -34,6 +34,7 @@ struct EvalCommand {
   std::vector<std::string> map;  // field=value for DataConfig keys, e.g. prompt_field=question
   std::string benchmark = "none";
   std::string output;
+  std::string chat_template;
 };
 
 void run_eval_rm(const EvalCommand& cmd) {
@@ -43,6 +44,7 @@ void run_eval_rm(const EvalCommand& cmd) {
   }
   if (!cmd.model.empty()) config.scorer.model = cmd.model;
   if (!cmd.tokenizer.empty()) config.scorer.tokenizer = cmd.tokenizer;
+  if (!cmd.chat_template.empty()) config.scorer.chat_template = cmd.chat_template;
   if (!cmd.data.empty()) {
     YAML::Node data;
     data["path"] = cmd.data;
@@ -88,7 +90,10 @@ void run_score(const ScoreCommand& cmd) {
       if (!record[field].is_string()) fail("{}:{}: field '{}' must be a string", cmd.input, i + 1, field);
       return record[field].get<std::string>();
     };
-    items.push_back({text(cmd.prompt_field, false), text(cmd.response_field, true)});
+    // A record without a prompt holds text already laid out for the model (a templated conversation):
+    // scored as it is, where a (prompt, response) pair gets the model's template.
+    bool has_prompt = record.contains(cmd.prompt_field);
+    items.push_back({text(cmd.prompt_field, false), text(cmd.response_field, true), true, !has_prompt});
     records.push_back(std::move(record));
   }
   auto rewards = scorer->score(items);
@@ -110,6 +115,7 @@ struct ServeCommand {
   std::string token_file;
   int64_t batch_size = 64;
   bool normalize = false;
+  std::string chat_template;  // instead of the one the model's training recorded
 };
 
 void run_serve(const ServeCommand& cmd) {
@@ -120,7 +126,7 @@ void run_serve(const ServeCommand& cmd) {
     if (options.token.empty()) fail("{}: the token file is empty", cmd.token_file);
   }
   auto scorer = make_model_scorer(cmd.model, std::max<int64_t>(cmd.batch_size, options.max_batch), "auto",
-                                  cmd.tokenizer, cmd.normalize);
+                                  cmd.tokenizer, cmd.normalize, {cmd.chat_template, ""});
   RewardServer server(options, [&](const std::vector<ScoreItem>& items) { return scorer->score(items); });
   server.start();
   log::info("serving {} on http://{}:{}/get_reward (max batch {}, max wait {} ms{})", cmd.model, options.host,
@@ -138,6 +144,10 @@ void add_scorer_options(CLI::App* app, ScorerConfig& scorer) {
   app->add_option("--oracle", scorer.oracle, "built-in programmatic scorer: story, or word:WORD[:MAX]");
   app->add_flag("--normalize", scorer.normalize,
                 "with --model: (reward - mean) / std by the model's training statistics (config.json)");
+  app->add_option(
+      "--chat-template", scorer.chat_template,
+      "with --model: read text with this template (auto | none | plain | chatml | llama3 | gemma | "
+      "mistral | F.jinja) instead of the one its training recorded");
 }
 
 }  // namespace
@@ -156,6 +166,10 @@ void add_eval_rm_command(CLI::App& app) {
   add_stage_options(sub, cmd->stage, false);
   sub->add_option("--model", cmd->model, "reward model directory");
   sub->add_option("--tokenizer", cmd->tokenizer, "tokenizer directory or file, for models saved without one");
+  sub->add_option(
+      "--chat-template", cmd->chat_template,
+      "read text with this template (auto | none | a built-in family | F.jinja) instead of the one "
+      "the model's training recorded");
   sub->add_option("--data", cmd->data, "preference JSONL(.gz)");
   sub->add_option("--map", cmd->map,
                   "data field mapping, e.g. --map format=transcript --map chosen_field=good");
@@ -205,6 +219,10 @@ void add_serve_command(CLI::App& app) {
   sub->add_option("--max-text-bytes", cmd->options.max_text_bytes,
                   "a request with a longer text (prompt + response) gets 413")
       ->check(CLI::PositiveNumber);
+  sub->add_option(
+      "--chat-template", cmd->chat_template,
+      "template for raw prompt/response pairs (auto | none | a built-in family | F.jinja) instead of "
+      "the one the model's training recorded; OpenRLHF's templated queries are scored as sent");
   sub->add_flag("--normalize", cmd->normalize,
                 "serve (reward - mean) / std by the model's training statistics (config.json)");
   sub->callback([cmd] { run_serve(*cmd); });

@@ -43,7 +43,7 @@ std::vector<ScoreItem> parse_reward_request(std::string_view body) {
   }
   std::vector<ScoreItem> items;
   if (request.contains("query")) {
-    for (auto& text : string_array(request, "query")) items.push_back({"", std::move(text)});
+    for (auto& text : string_array(request, "query")) items.push_back({"", std::move(text), true, true});
     return items;
   }
   if (!request.contains("prompts") && !request.contains("responses")) {
@@ -57,20 +57,49 @@ std::vector<ScoreItem> parse_reward_request(std::string_view body) {
                     "same length",
                     prompts.size(), responses.size()));
   }
+  // grm's own clients say which responses were cut at max_new_tokens; every response of others finished.
+  std::vector<bool> finished(prompts.size(), true);
+  if (request.contains("finished")) {
+    const json& flags = request["finished"];
+    if (!flags.is_array() || flags.size() != prompts.size())
+      throw BadRequest(fmt::format("field \"finished\" must be an array of {} booleans, one per response",
+                                   prompts.size()));
+    for (size_t i = 0; i < flags.size(); ++i) {
+      if (!flags[i].is_boolean())
+        throw BadRequest(
+            fmt::format("field \"finished\"[{}] must be true or false, got {}", i, flags[i].dump()));
+      finished[i] = flags[i].get<bool>();
+    }
+  }
   items.reserve(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i)
-    items.push_back({std::move(prompts[i]), std::move(responses[i])});
+    items.push_back({std::move(prompts[i]), std::move(responses[i]), finished[i], false});
   return items;
 }
 
 std::string encode_reward_request(const std::vector<ScoreItem>& items, size_t begin, size_t end) {
+  size_t formatted = 0;
+  for (size_t i = begin; i < end; ++i) formatted += items[i].formatted ? 1 : 0;
+  if (formatted > 0 && formatted < end - begin)
+    fail("a reward request holds either templated texts or raw (prompt, response) pairs, not both");
+  if (formatted > 0 && formatted == end - begin) {
+    json query = json::array();
+    for (size_t i = begin; i < end; ++i) query.push_back(items[i].response);
+    return json{{"query", std::move(query)}}.dump();
+  }
   json prompts = json::array();
   json responses = json::array();
+  json finished = json::array();
+  bool any_cut = false;
   for (size_t i = begin; i < end; ++i) {
     prompts.push_back(items[i].prompt);
     responses.push_back(items[i].response);
+    finished.push_back(items[i].finished);
+    any_cut = any_cut || !items[i].finished;
   }
-  return json{{"prompts", std::move(prompts)}, {"responses", std::move(responses)}}.dump();
+  json request{{"prompts", std::move(prompts)}, {"responses", std::move(responses)}};
+  if (any_cut) request["finished"] = std::move(finished);  // only grm's servers read it
+  return request.dump();
 }
 
 std::string encode_query_request(const std::vector<std::string>& texts) {

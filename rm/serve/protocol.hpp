@@ -18,12 +18,15 @@ struct BadRequest : Error {
   using Error::Error;
 };
 
-// Reads a /get_reward body. "query" (OpenRLHF) wins when present, because OpenRLHF sends "prompts" and
-// "labels" beside it; otherwise "prompts" and "responses" must be equal-length string arrays. Throws
-// BadRequest naming the field at fault.
+// Reads a /get_reward body. "query" (OpenRLHF: texts its policy's chat template already joined) wins
+// when present, because OpenRLHF sends "prompts" and "labels" beside it, and its items are `formatted`;
+// otherwise "prompts" and "responses" must be equal-length string arrays (raw pairs, which the reward
+// model renders with its own chat template), with an optional "finished" array of booleans (false: the
+// response was cut at max_new_tokens). Throws BadRequest naming the field at fault.
 std::vector<ScoreItem> parse_reward_request(std::string_view body);
 
-// {"prompts": [...], "responses": [...]} for items [begin, end).
+// {"prompts": [...], "responses": [...]} for items [begin, end), and "finished" when one was cut;
+// {"query": [...]} when they are all `formatted`. Throws Error for a mix of the two.
 std::string encode_reward_request(const std::vector<ScoreItem>& items, size_t begin, size_t end);
 std::string encode_query_request(const std::vector<std::string>& texts);  // {"query": [...]}
 

@@ -9,11 +9,15 @@
 
 namespace grm {
 
-// One text to score. OpenRLHF's "query" texts (prompt and response already joined by the chat
-// template) arrive as prompt = "", response = text.
+// One text to score: a prompt and a response in the interchange form of policy/chat_format.hpp, which
+// each reward model renders with its own chat template. OpenRLHF's "query" texts (prompt and response
+// already joined by the policy's chat template) arrive as prompt = "", response = text, formatted = true:
+// scored as they are.
 struct ScoreItem {
   std::string prompt;
   std::string response;
+  bool finished = true;    // false: the response was cut at max_new_tokens, so no end of turn follows it
+  bool formatted = false;  // the text is already what the model reads: no chat template is applied
 };
 
 // Scores a batch, one reward per item in order. Called from one thread at a time (the server's batching

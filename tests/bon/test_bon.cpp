@@ -14,8 +14,10 @@
 #include "core/atomic_file.hpp"
 #include "core/correlation.hpp"
 #include "core/text_io.hpp"
+#include "policy/chat_format.hpp"
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
+#include "policy/tokenizer/tokenizer.hpp"
 #include "rm/preference_data.hpp"
 #include "rm/story_oracle.hpp"
 #include "tests/test_util.hpp"
@@ -221,3 +223,55 @@ TEST(BestOfN, CurvesRoundTripThroughTheirJsonWithTodaysKeys) {
 }
 
 }  // namespace
+
+namespace grm {
+namespace {
+
+// A templated policy samples from its rendered prompt and stops at its end of turn; samples keep the
+// interchange prompt (each scorer renders it with its own template) and whether they finished.
+TEST(BestOfN, TemplatedPoliciesSampleFromTheirRenderedPromptsAndRecordCutResponses) {
+  auto dir = temp_dir("bon_template");
+  auto samples_of = [&](const std::string& chat_template) {
+    BonConfig c;
+    c.prompt_list = {"Once upon a time, Lily had a ball."};
+    c.n_max = 8;
+    c.max_new_tokens = 6;
+    c.threads = 1;
+    c.chat_template = chat_template;
+    run_best_of_n(c, (dir / chat_template).string());
+    std::vector<nlohmann::json> out;
+    for (const auto& line : read_lines((dir / chat_template / "samples.jsonl").string()))
+      out.push_back(nlohmann::json::parse(line));
+    return out;
+  };
+  auto plain = samples_of("none"), templated = samples_of("mistral"), transcript = samples_of("plain");
+  ASSERT_EQ(plain.size(), 8u);
+  ASSERT_EQ(templated.size(), 8u);
+  auto model_dir = resolve_model_path("tinystories-656k");
+  auto tokenizer = load_tokenizer(model_dir);
+  ChatFormat mistral = ChatFormat::resolve({"mistral", "auto"}, model_dir, *tokenizer, "test");
+  size_t differ = 0, cut = 0, one_space = 0;
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(templated[i]["prompt"], "Once upon a time, Lily had a ball.");
+    // Rendered again from the sample, the prompt is what the policy read.
+    EXPECT_EQ(
+        mistral.render(templated[i]["prompt"].get<std::string>(), templated[i]["text"].get<std::string>())
+            .prompt,
+        mistral.render_prompt("Once upon a time, Lily had a ball.").prompt);
+    // The plain family's header ends at "Assistant:": the space is the policy's own, not doubled.
+    std::string text = transcript[i]["text"];
+    EXPECT_NE(text.rfind("  ", 0), 0u) << text;
+    one_space += text.rfind(" ", 0) == 0 ? 1 : 0;
+    differ += plain[i]["text"] != templated[i]["text"] ? 1 : 0;
+    // A sample shorter than max_new_tokens stopped at a stop token.
+    if (templated[i]["tokens"].get<int64_t>() < 6) EXPECT_TRUE(templated[i]["finished"].get<bool>());
+    cut += templated[i]["finished"].get<bool>() ? 0 : 1;
+  }
+  EXPECT_GT(differ, 0u);  // the same seed from another prompt: the policy read the template
+  EXPECT_GT(cut, 0u);     // 6 tokens cut most responses
+  EXPECT_GT(one_space, 0u);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace grm

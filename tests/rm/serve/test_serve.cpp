@@ -200,6 +200,21 @@ TEST(RewardProtocol, ParsesBothRequestFormats) {
   ASSERT_EQ(pairs.size(), 2u);
   EXPECT_EQ(pairs[1].prompt, "p2");
   EXPECT_EQ(pairs[1].response, "r2");
+  // Queries are already templated; raw pairs are not, and finished unless grm's clients say otherwise.
+  EXPECT_TRUE(query[0].formatted);
+  EXPECT_FALSE(pairs[0].formatted);
+  EXPECT_TRUE(pairs[0].finished && pairs[1].finished);
+  const auto cut = parse_reward_request(
+      R"({"prompts": ["p1", "p2"], "responses": ["r1", "r2"], "finished": [true, false]})");
+  EXPECT_TRUE(cut[0].finished);
+  EXPECT_FALSE(cut[1].finished);
+  EXPECT_EQ(parse_reward_request(encode_reward_request(cut, 0, 2)).at(1).finished, false);
+  const auto queried = parse_reward_request(encode_reward_request(query, 0, 2));
+  EXPECT_TRUE(queried[0].formatted && queried[1].formatted);
+  EXPECT_EQ(queried[1].response, "c");
+  for (const char* bad : {R"({"prompts": ["p"], "responses": ["r"], "finished": [1]})",
+                          R"({"prompts": ["p"], "responses": ["r"], "finished": [true, false]})"})
+    EXPECT_THROW(parse_reward_request(bad), BadRequest) << bad;
 }
 
 TEST(RewardProtocol, EncodedRewardsRoundTripExactly) {
