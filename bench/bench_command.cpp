@@ -137,6 +137,7 @@ struct BenchTrainRm {
   bool gradient_checkpointing = false;
   int64_t logprob_chunk = 8192;
   bool lora = false;
+  std::string shard = "none";
 };
 
 void run_bench_train_rm(const BenchTrainRm& b) {
@@ -180,6 +181,7 @@ void run_bench_train_rm(const BenchTrainRm& b) {
   c.gradient_checkpointing = b.gradient_checkpointing;
   c.logprob_chunk = b.logprob_chunk;
   if (b.lora) c.rm.finetune = "lora";
+  c.optim.shard = b.shard;
   bool cuda = training_device(b.device).is_cuda();
 #ifdef GRM_CUDA
   if (cuda) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
@@ -317,6 +319,7 @@ void add_bench_command(CLI::App& app) {
   r->add_option("--logprob-chunk", rm->logprob_chunk,
                 "regularizer log-probs in vocabulary chunks of this many rows above it (default 8192)");
   r->add_flag("--lora", rm->lora, "LoRA adapters on a frozen backbone");
+  r->add_option("--shard", rm->shard, "none | optimizer | gradients (ZeRO 1 / 2 over the ranks)");
   r->callback([rm] { run_bench_train_rm(*rm); });
 
   auto bon = std::make_shared<BenchBon>();

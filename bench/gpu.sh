@@ -34,3 +34,18 @@ peer_train, peer_gen = num(r"train ([0-9.]+) tokens/s", peer), num(r"generate ([
 print(f"training: grm {grm_train:.0f} vs peer {peer_train:.0f} tokens/s = {grm_train / peer_train:.2f}x")
 print(f"sampling: grm {grm_gen:.0f} vs peer {peer_gen:.0f} tokens/s = {grm_gen / peer_gen:.2f}x")
 PY
+
+# Memory (issue 16 part 1 and 3): the CUDA allocator's peak during training beside what `grm plan` says for
+# the same work, plain, checkpointed and with LoRA; the plan should be within 15%.
+printf 'model: %s\nmax_length: 512\nrm: {method: grm}\noptim: {batch_size: 8}\ndevice: cuda\n' "$model" > /tmp/grm_plan.yaml
+for setting in "" "--gradient-checkpointing" "--lora"; do
+  set_flag=""
+  [ "$setting" = "--gradient-checkpointing" ] && set_flag="--set gradient_checkpointing=true"
+  [ "$setting" = "--lora" ] && set_flag="--set rm.finetune=lora"
+  measured=$(./build-cuda/grm bench train-rm --model "$model" --random-config bench/llama_768x12.json \
+    --pairs 8 --tokens 512 --steps 3 --method grm --device cuda $setting | tail -1)
+  planned=$(./build-cuda/grm plan --config /tmp/grm_plan.yaml --model-config bench/llama_768x12.json \
+    --device h100-80gb $set_flag | grep total)
+  echo "memory ${setting:-plain}: $measured"
+  echo "  plan: $planned"
+done

@@ -281,6 +281,60 @@ double Comm::all_reduce_sum(double value) {
   return out;
 }
 
+namespace {
+void check_slices(const torch::Tensor& full, const torch::Tensor& shard, int size, const char* what) {
+  TORCH_CHECK(full.is_contiguous() && shard.is_contiguous(), what, " needs contiguous tensors");
+  TORCH_CHECK(full.numel() == shard.numel() * size && full.scalar_type() == shard.scalar_type(), what,
+              ": full must hold one slice of shard's size and dtype per rank");
+}
+}  // namespace
+
+void Comm::reduce_scatter_sum(const torch::Tensor& full, torch::Tensor& shard) {
+  check_slices(full, shard, size_, "reduce_scatter_sum");
+  if (size_ == 1) {
+    shard.copy_(full);
+    return;
+  }
+#ifdef GRM_CUDA
+  if (full.is_cuda()) {
+    auto& nccl = this->nccl();
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    GRM_NCCL_CHECK(ncclReduceScatter(full.data_ptr(), shard.data_ptr(), size_t(shard.numel()),
+                                     nccl.type(full), ncclSum, nccl.comm, stream.stream()));
+    return;
+  }
+#endif
+  enter_collective();
+  MPI_Request request;
+  check_mpi(MPI_Ireduce_scatter_block(full.data_ptr(), shard.data_ptr(), int(shard.numel()), mpi_type(full),
+                                      MPI_SUM, MPI_COMM_WORLD, &request),
+            "MPI_Ireduce_scatter_block");
+  wait_collective(&request, "a reduce-scatter");
+}
+
+void Comm::all_gather(const torch::Tensor& shard, torch::Tensor& full) {
+  check_slices(full, shard, size_, "all_gather");
+  if (size_ == 1) {
+    full.copy_(shard);
+    return;
+  }
+#ifdef GRM_CUDA
+  if (full.is_cuda()) {
+    auto& nccl = this->nccl();
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    GRM_NCCL_CHECK(ncclAllGather(shard.data_ptr(), full.data_ptr(), size_t(shard.numel()), nccl.type(full),
+                                 nccl.comm, stream.stream()));
+    return;
+  }
+#endif
+  enter_collective();
+  MPI_Request request;
+  check_mpi(MPI_Iallgather(shard.data_ptr(), int(shard.numel()), mpi_type(shard), full.data_ptr(),
+                           int(shard.numel()), mpi_type(full), MPI_COMM_WORLD, &request),
+            "MPI_Iallgather");
+  wait_collective(&request, "an all-gather");
+}
+
 void Comm::broadcast(torch::Tensor& tensor, int root) {
   if (size_ == 1) return;
   TORCH_CHECK(tensor.is_contiguous(), "broadcast needs a contiguous tensor");

@@ -30,6 +30,11 @@ class Comm {
   void all_reduce_sum(torch::Tensor& tensor);  // in place; CPU tensors via MPI, CUDA via NCCL
   double all_reduce_sum(double value);
   void broadcast(torch::Tensor& tensor, int root = 0);  // in place
+  // ZeRO's two collectives over equal slices: `full` holds size() slices of shard.numel() elements end to
+  // end, rank r's being the r-th. reduce_scatter_sum: shard = the sum over ranks of their full's slice r.
+  // all_gather: every rank's full = the ranks' shards in rank order. Both contiguous, of one dtype.
+  void reduce_scatter_sum(const torch::Tensor& full, torch::Tensor& shard);
+  void all_gather(const torch::Tensor& shard, torch::Tensor& full);
   void barrier();
   // Ends every rank of the job: one failing rank must never leave the others waiting.
   [[noreturn]] void abort(int code);

@@ -11,6 +11,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "cluster/comm.hpp"
+#include "cluster/sharded_adamw.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -131,9 +132,17 @@ class MemberTrainer {
     }
     for (auto& p : model_->parameters())
       if (p.requires_grad()) trainable_.push_back(p);
-    optimizer_ = std::make_unique<torch::optim::AdamW>(
-        trainable_, torch::optim::AdamWOptions(c_.optim.lr).weight_decay(c_.optim.weight_decay));
-    reducer_ = std::make_unique<GradientAllReducer>(trainable_, comm_);
+    if (c_.optim.shard == "none") {
+      optimizer_ = std::make_unique<torch::optim::AdamW>(
+          trainable_, torch::optim::AdamWOptions(c_.optim.lr).weight_decay(c_.optim.weight_decay));
+    } else {
+      sharded_ = std::make_unique<ShardedAdamW>(trainable_, c_.optim.lr, c_.optim.weight_decay,
+                                                ShardedAdamW::shard_from_name(c_.optim.shard), comm_);
+      log::info("{}optimizer state sharded over {} ranks ({}): {:.1f} MiB on this rank", tag(), comm_.size(),
+                c_.optim.shard, double(sharded_->state_bytes()) / (1 << 20));
+    }
+    // ZeRO-2 reduce-scatters the gradients itself, instead of all-reducing them.
+    if (c_.optim.shard != "gradients") reducer_ = std::make_unique<GradientAllReducer>(trainable_, comm_);
     int64_t global_batch = c_.optim.batch_size * comm_.size() * c_.optim.grad_accum;
     steps_per_epoch_ = std::max<int64_t>(1, int64_t(train_.size()) / global_batch);
     total_steps_ = steps_per_epoch_ * c_.optim.epochs;
@@ -161,20 +170,29 @@ class MemberTrainer {
     while (step < total_steps_) {
       double lr = scheduled_learning_rate(c_.optim.lr, c_.optim.warmup_ratio, step, total_steps_,
                                           c_.optim.schedule == "cosine");
-      set_learning_rate(*optimizer_, lr);
-      optimizer_->zero_grad();
+      if (sharded_) {
+        sharded_->set_lr(lr);
+        sharded_->zero_grad();
+      } else {
+        set_learning_rate(*optimizer_, lr);
+        optimizer_->zero_grad();
+      }
       StepStats stats;
       for (int64_t micro = 0; micro < c_.optim.grad_accum; ++micro) {
-        if (micro + 1 == c_.optim.grad_accum) reducer_->arm();
+        if (micro + 1 == c_.optim.grad_accum && reducer_) reducer_->arm();
         auto [loss, micro_stats] = forward_loss(batch_indices(step, micro), /*train=*/true, step, micro);
         (loss / double(c_.optim.grad_accum)).backward();
         stats.add(micro_stats);
       }
       // Checked before the update, so a NaN never reaches the weights, the checkpoint or the export.
       check_finite(stats, step + 1);
-      reducer_->synchronize();
-      if (c_.optim.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(trainable_, c_.optim.max_grad_norm);
-      optimizer_->step();
+      if (reducer_) reducer_->synchronize();
+      if (sharded_) {
+        sharded_->step(c_.optim.max_grad_norm);
+      } else {
+        if (c_.optim.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(trainable_, c_.optim.max_grad_norm);
+        optimizer_->step();
+      }
       ++step, ++executed;
       window.add(stats);
       bool last = step == total_steps_;
@@ -449,12 +467,21 @@ class MemberTrainer {
   void save_checkpoint(const std::string& dir, int64_t step) {
     auto tensors = named_parameters_with_prefix(*model_, "");
     tensors["__rng_state__"] = cpu_rng_state();
-    grm::save_checkpoint(dir, step, tensors, {{"optimizer", optimizer_.get()}}, comm_);
+    if (sharded_)
+      grm::save_checkpoint(dir, step, tensors, {}, comm_, sharded_->state_slice());
+    else
+      grm::save_checkpoint(dir, step, tensors, {{"optimizer", optimizer_.get()}}, comm_);
   }
 
   int64_t resume(const std::string& dir) {
-    auto checkpoint = load_checkpoint(dir, {{"optimizer", optimizer_.get()}});
+    NamedOptimizers optimizers;
+    if (optimizer_) optimizers.push_back({"optimizer", optimizer_.get()});
+    auto checkpoint = load_checkpoint(dir, optimizers);
     if (!checkpoint) return 0;
+    if (sharded_ != nullptr && checkpoint->rank_tensors.empty())
+      fail("{}: written with optim.shard: none; resume with it, or delete {} to restart",
+           checkpoint->directory, dir);
+    if (sharded_) sharded_->load_slices(checkpoint->rank_tensors, checkpoint->directory);
     restore_parameters(*model_, *checkpoint, "");
     set_cpu_rng_state(checkpoint->at("__rng_state__"));
     return checkpoint->step;
@@ -471,8 +498,9 @@ class MemberTrainer {
   RewardModel model_{nullptr};
   CausalLM reference_{nullptr};
   std::vector<torch::Tensor> trainable_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
-  std::unique_ptr<GradientAllReducer> reducer_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;  // shard: none
+  std::unique_ptr<ShardedAdamW> sharded_;           // shard: optimizer | gradients
+  std::unique_ptr<GradientAllReducer> reducer_;     // all but shard: gradients
   int64_t steps_per_epoch_ = 1, total_steps_ = 1;
 };
 

@@ -145,9 +145,14 @@ struct OptimConfig : AdamWConfig {
   int64_t batch_size = 8;  // pairs per rank per micro-batch
   int64_t grad_accum = 1;
   int64_t max_steps = 0;  // 0: as many as the epochs give
+  // ZeRO over the data-parallel ranks (cluster/sharded_adamw.hpp): none; optimizer (each rank keeps AdamW's
+  // moments for 1/K of the parameters); gradients (and receives only its 1/K of the gradients, by
+  // reduce-scatter). The same updates as none; checkpoints resume on any number of ranks.
+  std::string shard = "none";
   template <class V>
   void visit(V& v) {
     AdamWConfig::visit(v);
+    v("shard", shard, Choices{"none", "optimizer", "gradients"});
     v("epochs", epochs, Range::at_least(1));  // fewer would export an untrained model
     v("batch_size", batch_size, Range::at_least(1));
     v("grad_accum", grad_accum, Range::at_least(1));

@@ -70,11 +70,24 @@ void set_cpu_rng_state(const torch::Tensor& state) {
 
 void save_checkpoint(const std::string& dir, int64_t step,
                      const std::map<std::string, torch::Tensor>& tensors, const NamedOptimizers& optimizers,
-                     Comm& comm) {
+                     Comm& comm, const std::map<std::string, torch::Tensor>& rank_tensors) {
+  // Each rank's own part is written first beside the checkpoint, then moved into it by rank 0, so the
+  // checkpoint directory still appears complete or not at all.
+  auto rank_file = [&](int rank) {
+    return fs::path(dir) / fmt::format("step_{}.rank_{}.safetensors", step, rank);
+  };
+  if (!rank_tensors.empty()) {
+    fs::create_directories(dir);
+    save_safetensors(rank_file(comm.rank()).string(), rank_tensors);
+  }
+  comm.barrier();
   if (comm.is_root()) {
     auto step_dir = fs::path(dir) / fmt::format("step_{}", step);
     write_directory_atomic(step_dir.string(), [&](const std::string& partial) {
       save_safetensors((fs::path(partial) / "weights.safetensors").string(), tensors);
+      if (!rank_tensors.empty())
+        for (int r = 0; r < comm.size(); ++r)
+          fs::rename(rank_file(r), fs::path(partial) / fmt::format("rank_{}.safetensors", r));
       for (const auto& [name, optimizer] : optimizers) {
         // Serialized in memory and written by write_file_atomic: torch::save to a file on a full disk
         // throws from a destructor (std::terminate) and leaves a torn file.
@@ -87,8 +100,9 @@ void save_checkpoint(const std::string& dir, int64_t step,
     });
     write_file_atomic((fs::path(dir) / "latest").string(), fmt::format("step_{}\n", step));
     for (const auto& entry : fs::directory_iterator(dir))
-      if (entry.is_directory() && entry.path().filename() != step_dir.filename())
-        fs::remove_all(entry.path());
+      if ((entry.is_directory() && entry.path().filename() != step_dir.filename()) ||
+          entry.path().filename().string().find(".rank_") != std::string::npos)
+        fs::remove_all(entry.path());  // older checkpoints, and rank files of a killed save
   }
   comm.barrier();
 }
@@ -113,6 +127,11 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& dir, const Na
   checkpoint.directory = (fs::path(dir) / name).string();
   checkpoint.step = std::stoll(digits);
   checkpoint.tensors = load_safetensors((fs::path(checkpoint.directory) / "weights.safetensors").string());
+  for (int r = 0;; ++r) {
+    auto file = fs::path(checkpoint.directory) / fmt::format("rank_{}.safetensors", r);
+    if (!fs::exists(file)) break;
+    checkpoint.rank_tensors.push_back(load_safetensors(file.string()));
+  }
   for (const auto& [optimizer_name, optimizer] : optimizers) {
     std::string path = (fs::path(checkpoint.directory) / (optimizer_name + ".pt")).string();
     if (!fs::exists(path)) fail("{}: missing from the checkpoint (delete {} to restart)", path, dir);

@@ -47,14 +47,18 @@ torch::Tensor cpu_rng_state();
 void set_cpu_rng_state(const torch::Tensor& state);
 
 // Rank 0 writes checkpoint `step` into dir and removes older ones; every rank waits for it.
+// rank_tensors: what only this rank holds (a sharded optimizer's slice), written by each rank as
+// rank_R.safetensors of the same checkpoint.
 void save_checkpoint(const std::string& dir, int64_t step,
                      const std::map<std::string, torch::Tensor>& tensors, const NamedOptimizers& optimizers,
-                     Comm& comm);
+                     Comm& comm, const std::map<std::string, torch::Tensor>& rank_tensors = {});
 
 struct LoadedCheckpoint {
   int64_t step = 0;
   std::string directory;  // DIR/step_N, for messages
   std::map<std::string, torch::Tensor> tensors;
+  // Every rank_R.safetensors of the checkpoint in rank order (written by however many ranks wrote it).
+  std::vector<std::map<std::string, torch::Tensor>> rank_tensors;
   // The tensor `name`, or an error naming the checkpoint and what to do.
   const torch::Tensor& at(const std::string& name) const;
 };

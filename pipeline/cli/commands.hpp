@@ -18,6 +18,7 @@ void add_tokenize_command(CLI::App& app);       // policy: ids and pieces for a 
 void add_chat_template_command(CLI::App& app);  // policy: a conversation rendered by a chat template
 void add_train_rm_command(CLI::App& app);       // rm: train a reward model (under mpirun: data-parallel)
 void add_eval_rm_command(CLI::App& app);        // rm: accuracy on a preference file
+void add_plan_command(CLI::App& app);           // rm: memory per rank of a train-rm stage, before it runs
 void add_score_command(CLI::App& app);          // rm: rewards for a JSONL of texts
 void add_serve_command(CLI::App& app);          // rm: HTTP reward server
 void add_bon_command(CLI::App& app);            // bon: Best-of-N curves

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   grm::add_generate_command(app);
   grm::add_tokenize_command(app);
   grm::add_chat_template_command(app);
+  grm::add_plan_command(app);
   grm::add_train_rm_command(app);
   grm::add_eval_rm_command(app);
   grm::add_score_command(app);

@@ -1076,4 +1076,52 @@ TEST(TrainRm, TwoRanksEqualOneRankForThePublishedMethods) {
                              "{method: inform, inform: {latent: 8}, head: linear, head_dropout: 0}", 2);
 }
 
+// ZeRO: on two ranks, sharding AdamW's state (and the gradients) gives the unsharded run's weights, each
+// rank keeps half the optimizer state, and a sharded checkpoint resumes on another number of ranks.
+TEST(TrainRm, ShardedOptimizerOnTwoRanksEqualsUnshardedAndResumesOnOne) {
+  auto dir = temp_dir("zero");
+  write_file_atomic((dir / "pairs.jsonl").string(), story_pairs(64, 3));
+  auto write_config = [&](const std::string& file, const std::string& shard, int steps) {
+    std::string yaml = fmt::format(
+        "model: tinystories-656k\nmax_length: 40\nthreads: 1\neval_fraction: 0\nlog_every: 1\n"
+        "checkpoint_every: 1\ndevice: cpu\ndata: {{path: {}}}\n"
+        "rm: {{method: grm, reg: sft, alpha: 0.1, head: linear, head_dropout: 0}}\n"
+        "optim: {{lr: 0.0002, batch_size: 4, grad_accum: 2, max_steps: {}, warmup_ratio: 0, "
+        "max_grad_norm: 0.05, weight_decay: 0.01, shard: {}}}\n",
+        (dir / "pairs.jsonl").string(), steps, shard);
+    write_file_atomic((dir / file).string(), yaml);
+  };
+  const std::string two = "mpirun --allow-run-as-root --oversubscribe -np 2";
+  for (const std::string shard : {"none", "optimizer", "gradients"}) {
+    write_config(shard + "3.yaml", shard, 3);
+    ASSERT_EQ(run_grm(two, dir / (shard + "3.yaml"), dir / shard), 0)
+        << read_file((dir / (shard + ".log")).string());
+  }
+  auto none = weights_of(dir / "none/model");
+  auto base = load_causal_lm(resolve_model_path("tinystories-656k"))->hf_state_dict();
+  EXPECT_GT((none.at("model.norm.weight") - base.at("model.norm.weight")).abs().max().item<double>(), 1e-4);
+  EXPECT_LE(max_difference(none, weights_of(dir / "optimizer/model")), 1e-6);
+  EXPECT_LE(max_difference(none, weights_of(dir / "gradients/model")), 1e-6);
+  // Each rank's state: two moments of half the parameters, as its log says.
+  int64_t n = 0;
+  for (const auto& [name, tensor] : load_causal_lm(resolve_model_path("tinystories-656k"))->hf_state_dict())
+    n += tensor.numel();
+  auto log = read_file((dir / "optimizer.log").string());
+  auto at = log.find("optimizer state sharded over 2 ranks");
+  ASSERT_NE(at, std::string::npos) << log;
+  double mib = std::stod(log.substr(log.find(": ", at) + 2));
+  double unsharded_mib = 2.0 * double(n + 64 + 1) * 4 / (1 << 20);  // backbone, linear head (D = 64) and bias
+  EXPECT_NEAR(mib, unsharded_mib / 2, 0.1) << log.substr(at, 120);
+  // Resumed on one rank for two more steps: the sharded checkpoint's two slices give one rank the whole
+  // state, and the run goes on as the unsharded one resumed the same way does.
+  for (const std::string shard : {"none", "optimizer"}) {
+    write_config(shard + "5.yaml", shard, 5);
+    ASSERT_EQ(run_grm("", dir / (shard + "5.yaml"), dir / shard), 0)
+        << read_file((dir / (shard + ".log")).string());
+    EXPECT_NE(read_file((dir / (shard + ".log")).string()).find("resuming at step 3"), std::string::npos);
+  }
+  EXPECT_LE(max_difference(weights_of(dir / "none/model"), weights_of(dir / "optimizer/model")), 1e-6);
+  fs::remove_all(dir);
+}
+
 }  // namespace
