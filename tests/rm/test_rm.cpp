@@ -803,6 +803,34 @@ std::vector<nlohmann::json> step_rows(const fs::path& out) {
   return rows;
 }
 
+// A pair its chat template refuses (here a system message) is a bad record: an error naming its file and
+// line, the template's own message and data.chat_template, or with on_bad_record: skip, dropped.
+TEST(TrainRm, PairsTheTemplateRefusesAreBadRecords) {
+  auto dir = temp_dir("chat_refused");
+  auto c = small_config(dir, 40);
+  c.optim.max_steps = 1;
+  c.checkpoint_every = 0;
+  std::string good = read_lines(c.data.path).front();
+  write_file_atomic((dir / "strict.jinja").string(),
+                    "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not "
+                    "supported') }}{% endif %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                    "{% if add_generation_prompt %}<assistant>{% endif %}");
+  nlohmann::json refused = {
+      {"prompt", "Be brief.\n\nHuman: Hi\n\nAssistant:"}, {"chosen", " Hello"}, {"rejected", " Go"}};
+  std::string text;
+  for (int i = 0; i < 6; ++i) text += good + "\n";
+  write_file_atomic(c.data.path, text + refused.dump() + "\n" + text);
+  c.data.chat = {(dir / "strict.jinja").string(), "auto"};
+  std::string message = error_of([&] { train_reward_model(c, (dir / "out").string()); });
+  EXPECT_NE(message.find("pairs.jsonl:7"), std::string::npos) << message;
+  EXPECT_NE(message.find("System role not supported"), std::string::npos) << message;
+  EXPECT_NE(message.find("on_bad_record"), std::string::npos) << message;
+  c.data.on_bad_record = "skip";
+  auto result = train_reward_model(c, (dir / "out").string());
+  EXPECT_EQ(result.steps, 1);
+  fs::remove_all(dir);
+}
+
 // Activation checkpointing changes what is kept, not what is computed: GRM's loss and regularizer at
 // every step equal the plain run's, with LoRA dropout drawing the same masks.
 TEST(TrainRm, GradientCheckpointingTrainsAsThePlainRun) {
