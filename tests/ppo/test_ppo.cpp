@@ -10,6 +10,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/config.hpp"
+#include "policy/chat_format.hpp"
 #include "policy/generate.hpp"
 #include "policy/model_path.hpp"
 #include "policy/safetensors.hpp"
@@ -224,6 +225,39 @@ std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
   std::istringstream lines(read_file(path.string()));
   for (std::string line; std::getline(lines, line);) out.push_back(nlohmann::json::parse(line));
   return out;
+}
+
+// A templated policy's rollouts: prompts rendered with its generation header, and texts for the scorers
+// in the interchange form (the prompt as given, the response after the layout's space) that say which
+// responses finished at a stop token and which were cut.
+TEST(PpoRollout, TemplatedPoliciesGiveScorersInterchangeTextsAndWhetherEachFinished) {
+  std::string dir = resolve_model_path("tinystories-656k");
+  auto model = load_causal_lm(dir);
+  auto tokenizer = load_tokenizer(dir);
+  ChatFormat format = ChatFormat::resolve({"mistral", "auto"}, dir, *tokenizer, "test");
+  std::vector<std::string> texts(6, "Once upon a time, there was a dog");
+  std::vector<std::vector<int64_t>> ids;
+  for (const auto& t : texts) {
+    ChatText rendered = format.render_prompt(t);
+    ids.push_back(tokenizer->encode(rendered.prompt, rendered.add_special_tokens));
+  }
+  EXPECT_GT(ids[0].size(), tokenizer->encode(texts[0]).size());  // the [INST] header
+  GenerateOptions options;
+  options.max_new_tokens = 5;
+  options.eos_ids = end_of_turn_ids(format, *tokenizer, {*tokenizer->eos_id});
+  options.seed = 5;
+  auto rollout = sample_rollout(model, *tokenizer, texts, ids, options, format);
+  auto generation = generate(model, ids, options);
+  size_t cut = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const auto& item = rollout.texts[i];
+    EXPECT_EQ(item.prompt, texts[i]);
+    EXPECT_EQ(item.finished, bool(generation.stopped_at_eos[i]));
+    EXPECT_EQ(item.response,
+              " " + decode_continuation(*tokenizer, ids[i], generation.tokens[i], options.eos_ids));
+    cut += item.finished ? 0 : 1;
+  }
+  EXPECT_GT(cut, 0u);  // five tokens cut some
 }
 
 // Through the YAML binder, as `grm ppo --config` reads it.
